@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   - bootstrap .venv, run examples/gsm8k.yaml on embedded defaults
+#   make test   - bootstrap .venv, run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+STAMP   = $(VENV)/.installed
+
+export PREFECT_HOME ?= $(CURDIR)/.foldem/prefect
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+
+.PHONY: demo test lint bench-validators venv lock clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/foldem run examples/gsm8k.yaml --summary-json out/demo-summary.json
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check foldem flows tasks validators tests
+	$(BIN)/mypy
+
+lock: $(STAMP)
+	$(BIN)/python -m pip freeze --exclude-editable | sed '1i # Resolved versions, installed with `pip install -c constraints.txt -e .[dev]`. Regenerate: make lock' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .foldem out

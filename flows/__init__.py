@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only (which tasks, in which order, with which concurrency)."""

@@ -1,0 +1,275 @@
+"""The job spec: a YAML file validated into typed models before any call is made.
+
+`load_job(path)` returns a `JobSpec` or raises `SpecError` naming the file, the field and what
+is wrong. Paths in the spec are relative to the spec file; `data://...` paths name the shared
+data set (see `foldem.data`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import string
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from foldem.errors import DataNotFoundError, SpecError, ValidatorLoadError
+
+TEMPLATE_FIELDS = {"problem", "seed", "reference", "solution"}
+REPLAY = "replay"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PromptSource(_Strict):
+    path: str = Field(description="JSONL file of prompts; relative to the spec, or data://...")
+    field: str = Field("question", description="Field holding the problem (or seed) text.")
+    id_field: str | None = Field(None, description="Field holding a stable prompt id; "
+                                 "default: the 0-based line number.")
+    reference_field: str | None = Field(None, description="Field holding a reference answer.")
+    reference_pattern: str | None = Field(
+        None, description="Regex with one group extracting the reference answer from "
+        "reference_field (e.g. '####\\s*(.+)$'); default: the whole field.")
+    limit: int | None = Field(None, ge=1, description="Use only the first N prompts.")
+
+    @field_validator("reference_pattern")
+    @classmethod
+    def _regex(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                compiled = re.compile(v, re.MULTILINE)
+            except re.error as exc:
+                raise ValueError(f"invalid regular expression: {exc}") from None
+            if compiled.groups < 1:
+                raise ValueError("the pattern needs one capturing group")
+        return v
+
+
+class Timeouts(_Strict):
+    connect: float = Field(10.0, gt=0, description="Seconds to open the connection.")
+    first_token: float = Field(60.0, gt=0, description="Seconds from request to first chunk.")
+    idle: float = Field(30.0, gt=0, description="Longest silence between two chunks, seconds.")
+    total: float = Field(600.0, gt=0, description="Longest whole call, seconds.")
+
+
+class Endpoint(_Strict):
+    name: str = Field(description="Name used by stages and in the ledger.")
+    base_url: str = Field(description="OpenAI-compatible base URL (…/v1), or 'replay' to start "
+                          "the bundled replay endpoint on a free loopback port.")
+    model: str = Field(description="Model name sent in each request.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key;"
+                                    " unset: no key (local servers).")
+    max_concurrent_streams: int = Field(16, ge=1, le=4096)
+    timeouts: Timeouts = Field(default_factory=Timeouts)
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of 429/5xx/connection errors "
+                             "before the first token.")
+    continuous_usage: Literal["auto", "on", "off"] = Field(
+        "auto", description="Ask for usage in every chunk (vLLM/SGLang). auto: try it, fall back "
+        "if the endpoint refuses the option.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != REPLAY and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s):// URL or 'replay'")
+        return v.rstrip("/")
+
+
+class Replay(_Strict):
+    traces: list[str] = Field(
+        default_factory=lambda: ["data://traces/gsm8k_gpt3_dev.jsonl"],
+        description="Trace files (JSONL, shared format) the replay endpoint plays back.")
+    tokens_per_second: float = Field(200.0, ge=0, description="Pace per stream; 0 = unpaced.")
+
+
+class Sampling(_Strict):
+    temperature: float = Field(0.7, ge=0, le=2)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(1024, ge=1, le=1_000_000)
+    seed_per_sample: bool = Field(True, description="Send seed = sample index so samples of "
+                                  "one prompt differ reproducibly.")
+
+
+class Checkpoints(_Strict):
+    separator: str = Field("\n", min_length=1, description="Step separator in the stream.")
+    every_step: bool = Field(True, description="Judge at every step boundary.")
+    fractions: list[float] = Field(default_factory=list, description="Also judge when these "
+                                   "fractions of expected_tokens have streamed (paper: [0.5]).")
+
+    @field_validator("separator", mode="before")
+    @classmethod
+    def _unescape(cls, v: Any) -> Any:
+        return v.encode().decode("unicode_escape") if isinstance(v, str) and "\\" in v else v
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        if any(not 0 < f < 1 for f in v):
+            raise ValueError("fractions must lie strictly between 0 and 1")
+        return sorted(set(v))
+
+    @model_validator(mode="after")
+    def _some(self) -> Checkpoints:
+        if not self.every_step and not self.fractions:
+            raise ValueError("set every_step: true or give at least one fraction")
+        return self
+
+
+class ValidatorRef(_Strict):
+    name: str = Field(description="Registered name, entry-point name or dotted path.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    mode: Literal["hard", "soft"] = Field("hard", description="hard: any fault rejects; "
+                                          "soft: the score multiplies into the utility.")
+
+
+class Stage(_Strict):
+    name: str
+    kind: Literal["problem", "solve"] = Field("solve", description="problem: S1, generate a "
+                                              "problem from a seed; solve: answer the problem.")
+    endpoint: str | None = Field(None, description="Endpoint name; default: the first.")
+    system: str | None = Field(None, description="System message.")
+    template: str = Field(description="User message; fields: {problem}, {seed}, {reference}.")
+    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    validators: list[ValidatorRef] = Field(default_factory=list)
+    threshold: float = Field(0.5, ge=0, le=1, description="Reject when the product of soft "
+                             "scores falls below this.")
+    early_exit: bool = Field(True, description="Stop the stream once a complete final answer "
+                             "has been written.")
+    expected_tokens: int | None = Field(None, ge=1, description="Expected completion length; "
+                                        "used by fraction checkpoints and tokens-saved figures.")
+    max_tokens: int | None = Field(None, ge=1, description="Overrides sampling.max_tokens.")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        try:
+            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
+        except ValueError as exc:
+            raise ValueError(f"bad template: {exc} (write literal braces as {{{{ and }}}})") from None
+        bad = names - TEMPLATE_FIELDS
+        if bad:
+            raise ValueError(f"unknown template field(s) {sorted(bad)}; "
+                             f"allowed: {sorted(TEMPLATE_FIELDS)}")
+        return v
+
+
+class Export(_Strict):
+    path: str = Field("out/{job}-{run_id}.jsonl", description="Accepted samples as JSONL; "
+                      "{job} and {run_id} are filled in. Relative to the working directory.")
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    prompts: PromptSource
+    samples_per_prompt: int = Field(1, ge=1, le=1000)
+    endpoints: list[Endpoint] = Field(min_length=1)
+    replay: Replay = Field(default_factory=Replay)
+    sampling: Sampling = Field(default_factory=Sampling)
+    stages: list[Stage] = Field(min_length=1)
+    shard_size: int = Field(32, ge=1, le=100_000, description="Samples per Prefect task.")
+    database_url: str | None = Field(None, description="Postgres URL; DATABASE_URL overrides; "
+                                     "unset: embedded Postgres.")
+    export: Export = Field(default_factory=Export)
+
+    # Set by load_job, not by the YAML: where relative paths resolve from.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross(self) -> JobSpec:
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"endpoint names must be unique, got {names}")
+        stage_names = [s.name for s in self.stages]
+        if len(set(stage_names)) != len(stage_names):
+            raise ValueError(f"stage names must be unique, got {stage_names}")
+        for i, st in enumerate(self.stages):
+            if st.endpoint is not None and st.endpoint not in names:
+                raise ValueError(f"stages[{i}].endpoint {st.endpoint!r} is not one of {names}")
+            if st.kind == "problem" and i != 0:
+                raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
+        if self.stages[-1].kind != "solve":
+            raise ValueError("the last stage must be a 'solve' stage")
+        return self
+
+    def endpoint_for(self, stage: Stage) -> Endpoint:
+        name = stage.endpoint or self.endpoints[0].name
+        return next(e for e in self.endpoints if e.name == name)
+
+    def max_tokens_for(self, stage: Stage) -> int:
+        return stage.max_tokens or self.sampling.max_tokens
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        blob = json.dumps(self.snapshot(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolve_path(self, path: str) -> Path:
+        from foldem.data import resolve_data_path  # local import: data pulls in settings
+
+        if path.startswith("data://"):
+            return resolve_data_path(path)
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_job(data: Any, *, file: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
+    if not isinstance(data, dict):
+        raise SpecError(file, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_field_path(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise SpecError(file, problems) from None
+    spec.base_dir = base_dir or Path(".")
+    _check_validators(spec, file)
+    return spec
+
+
+def _check_validators(spec: JobSpec, file: str) -> None:
+    from validators.registry import build  # validators import nothing from here
+
+    problems = []
+    for i, st in enumerate(spec.stages):
+        for j, ref in enumerate(st.validators):
+            try:
+                build(ref.name, ref.params)
+            except ValidatorLoadError as exc:
+                problems.append((f"stages[{i}].validators[{j}]", exc.reason if exc.name == ref.name
+                                 else str(exc)))
+    if problems:
+        raise SpecError(file, problems)
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job spec file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(str(p), "job spec not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(p), [("", f"not UTF-8 text: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(str(p), [("", f"{where}malformed YAML: {problem}")]) from None
+    return parse_job(data, file=str(p), base_dir=p.resolve().parent)

@@ -1,0 +1,89 @@
+"""Cut a token stream into checkpoints: at step boundaries and at fractions of expected length.
+
+Pure and incremental: `push(text, tokens)` takes each new chunk and returns the checkpoints it
+completes; work is proportional to the new text (only the unfinished tail is re-scanned for the
+separator). `close()` returns the final checkpoint when the stream ends.
+"""
+
+from __future__ import annotations
+
+from validators.base import MAX_STEP_CHARS, Checkpoint, Step
+
+
+class CheckpointSplitter:
+    def __init__(self, *, separator: str = "\n", every_step: bool = True,
+                 fractions: list[float] | None = None, expected_tokens: int | None = None) -> None:
+        self.separator = separator
+        self.every_step = every_step
+        self.thresholds = sorted(
+            int(f * expected_tokens) for f in (fractions or []) if expected_tokens)
+        self.expected_tokens = expected_tokens
+        self._buf = ""  # text after the last separator
+        self._pending: list[Step] = []  # complete steps not yet handed out
+        self._step_index = 0
+        self._tokens = 0
+        self._checkpoint = 0
+        self._text_parts: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """Everything streamed so far."""
+        return "".join(self._text_parts)
+
+    @property
+    def tokens(self) -> int:
+        return self._tokens
+
+    @property
+    def checkpoints_emitted(self) -> int:
+        return self._checkpoint
+
+    def _fraction(self) -> float | None:
+        return self._tokens / self.expected_tokens if self.expected_tokens else None
+
+    def _emit(self, *, tail: str = "", final: bool = False) -> Checkpoint:
+        cp = Checkpoint(index=self._checkpoint, steps=tuple(self._pending), tail=tail,
+                        tokens_so_far=self._tokens, final=final, fraction=self._fraction())
+        self._checkpoint += 1
+        self._pending = []
+        return cp
+
+    def push(self, text: str, tokens: int = 1) -> list[Checkpoint]:
+        """Add one chunk (`tokens` tokens of `text`); return the checkpoints it completes."""
+        out: list[Checkpoint] = []
+        self._text_parts.append(text)
+        self._tokens += tokens
+        sep = self.separator
+        # Only the old tail's last len(sep)-1 chars can join with new text into a separator.
+        start = max(0, len(self._buf) - len(sep) + 1)
+        self._buf += text
+        while True:
+            at = self._buf.find(sep, start)
+            if at < 0:
+                break
+            step_text = self._buf[:at]
+            self._buf = self._buf[at + len(sep):]
+            start = 0
+            if step_text.strip():
+                self._pending.append(Step(self._step_index, step_text[:MAX_STEP_CHARS]))
+                self._step_index += 1
+                if self.every_step:
+                    out.append(self._emit())
+        if len(self._buf) > MAX_STEP_CHARS:
+            # A step that never ends (a 1 MB line): hand it on in bounded pieces.
+            self._pending.append(Step(self._step_index, self._buf[:MAX_STEP_CHARS]))
+            self._step_index += 1
+            self._buf = self._buf[MAX_STEP_CHARS:]
+            out.append(self._emit())
+        while self.thresholds and self._tokens >= self.thresholds[0]:
+            self.thresholds.pop(0)
+            out.append(self._emit(tail=self._buf))
+        return out
+
+    def close(self) -> Checkpoint:
+        """The stream ended: the unfinished tail is the last step."""
+        if self._buf.strip():
+            self._pending.append(Step(self._step_index, self._buf[:MAX_STEP_CHARS]))
+            self._step_index += 1
+        self._buf = ""
+        return self._emit(final=True)

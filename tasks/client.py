@@ -1,0 +1,277 @@
+"""Streaming chat completions from an OpenAI-compatible endpoint, with explicit abort.
+
+`EndpointClient.stream(...)` is an async context manager yielding a `StreamCall`: iterate it for
+`Delta`s; leave the block (or call `abort`) to close the HTTP stream at once. STACK.md: a bare
+`break` does not close the connection, so closing is always explicit here.
+
+Retries: 429, 5xx, connection errors and a missing first token are retried with backoff, but only
+before the first token (after that a retry would pay for the same tokens twice and change the
+sample). The per-endpoint semaphore bounds concurrent streams. Usage: `include_usage` always, and
+`continuous_usage_stats` when the endpoint accepts it (auto-detected once per endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import openai
+from pydantic import SecretStr
+
+from foldem.errors import (
+    ConfigError,
+    EndpointAuthError,
+    EndpointError,
+    EndpointUnreachableError,
+)
+from foldem.jobspec import Endpoint
+from foldem.tokens import count_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+    tokens: int  # tokens this chunk added (server usage where reported, else a tokenizer count)
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What one call cost; becomes a ledger row."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+    count_source: str = "tokenizer_estimate"
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    attempts: int = 0
+    response_id: str | None = None
+    aborted: bool = False
+    error: str | None = None
+    text_parts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+def resolve_api_key(endpoint: Endpoint) -> SecretStr:
+    """The endpoint's key from its environment variable; local servers need none."""
+    if endpoint.api_key_env is None:
+        return SecretStr("EMPTY")
+    value = os.environ.get(endpoint.api_key_env)
+    if not value:
+        raise ConfigError(
+            f"endpoint {endpoint.name!r}: environment variable {endpoint.api_key_env} is not set "
+            f"(named by api_key_env in the job spec); export it or remove api_key_env")
+    return SecretStr(value)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return min(float(raw), 60.0) if raw else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(30.0, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2))
+
+
+class _FirstTokenTimeout(Exception):
+    pass
+
+
+class StreamCall:
+    """One streaming call in progress. Iterate for deltas; `stats` fills in as it goes."""
+
+    def __init__(self, stream: Any, first: Any, stats: CallStats, t0: float,
+                 idle_timeout: float, endpoint: str) -> None:
+        self._endpoint = endpoint
+        self._stream = stream
+        self._pending_first = first
+        self.stats = stats
+        self._t0 = t0
+        self._idle = idle_timeout
+        self._server_completion: int | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        chunk = self._pending_first
+        self._pending_first = None
+        while chunk is not None:
+            delta = self._consume(chunk)
+            if delta is not None:
+                yield delta
+            try:
+                chunk = await asyncio.wait_for(self._stream.__anext__(), self._idle)
+            except StopAsyncIteration:
+                chunk = None
+            except asyncio.TimeoutError:
+                raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
+                                    "(idle timeout) after the stream started") from None
+            except (openai.OpenAIError, ValueError) as exc:  # dropped, broken SSE, error event
+                raise EndpointError(self._endpoint, f"stream broke after it started: "
+                                    f"{type(exc).__name__}: {exc}") from None
+
+    def _consume(self, chunk: Any) -> Delta | None:
+        st = self.stats
+        st.response_id = st.response_id or getattr(chunk, "id", None)
+        usage = getattr(chunk, "usage", None)
+        added_by_server: int | None = None
+        if usage is not None and usage.completion_tokens is not None:
+            previous = self._server_completion or 0
+            self._server_completion = usage.completion_tokens
+            added_by_server = usage.completion_tokens - previous
+            st.prompt_tokens = usage.prompt_tokens
+        text = ""
+        for choice in chunk.choices or ():
+            if choice.delta is not None and choice.delta.content:
+                text += choice.delta.content
+            if choice.finish_reason:
+                st.finish_reason = choice.finish_reason
+        if not text:
+            return None
+        if st.ttft_ms is None:
+            st.ttft_ms = (time.perf_counter() - self._t0) * 1000
+        st.text_parts.append(text)
+        tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
+        return Delta(text, tokens)
+
+    def finalize(self, prompt_messages: list[dict[str, str]]) -> CallStats:
+        """Settle the token counts: server usage where it was reported, else an estimate."""
+        st = self.stats
+        st.duration_ms = (time.perf_counter() - self._t0) * 1000
+        if self._server_completion is not None:
+            st.completion_tokens = self._server_completion
+            st.count_source = "server_usage"
+        else:
+            st.completion_tokens = count_tokens(st.text)
+            st.count_source = "tokenizer_estimate"
+        if st.prompt_tokens is None:
+            st.prompt_tokens = sum(count_tokens(m["content"]) for m in prompt_messages)
+        return st
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+class EndpointClient:
+    """One configured endpoint: an AsyncOpenAI client plus the per-endpoint stream limit."""
+
+    def __init__(self, endpoint: Endpoint, *, base_url: str, api_key: SecretStr) -> None:
+        self.endpoint = endpoint
+        self.base_url = base_url
+        t = endpoint.timeouts
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key.get_secret_value(), max_retries=0,
+            timeout=httpx.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total))
+        self._limit = asyncio.Semaphore(endpoint.max_concurrent_streams)
+        self._continuous: bool | None = {"on": True, "off": False}.get(endpoint.continuous_usage)
+        self.active_streams = 0
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def preflight(self) -> None:
+        """Fail fast, before any sample, when nothing answers or the key is refused."""
+        try:
+            await asyncio.wait_for(self._client.models.list(), self.endpoint.timeouts.connect + 5)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            raise EndpointAuthError(self.endpoint.name, f"the API key was refused "
+                                    f"(HTTP {exc.status_code}); check {self.endpoint.api_key_env}",
+                                    status=exc.status_code) from None
+        except (openai.APIConnectionError, asyncio.TimeoutError) as exc:
+            raise EndpointUnreachableError(
+                self.endpoint.name, f"cannot connect to {self.base_url} ({type(exc).__name__}: "
+                f"{exc}); is the server running? check base_url in the job spec") from None
+        except openai.APIStatusError:
+            pass  # some servers lack /models; a status answer proves the server is there
+
+    def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {"include_usage": True}
+        if self._continuous is not False:
+            options["continuous_usage_stats"] = True
+        return dict(model=self.endpoint.model, messages=messages, stream=True,
+                    stream_options=options, **params)
+
+    async def _open(self, messages: list[dict[str, str]], params: dict[str, Any],
+                    stats: CallStats) -> tuple[Any, Any, float]:
+        """Open the stream and wait for its first chunk, retrying where that is safe."""
+        ep = self.endpoint
+        attempt = 0
+        while True:
+            stats.attempts += 1
+            t0 = time.perf_counter()
+            stream = None
+            try:
+                stream = await self._client.chat.completions.create(
+                    **self._request(messages, params))
+                first = await asyncio.wait_for(stream.__anext__(), ep.timeouts.first_token)
+                if self._continuous is None:
+                    self._continuous = True
+                return stream, first, t0
+            except openai.BadRequestError as exc:
+                if self._continuous is None and "continuous_usage_stats" in str(exc):
+                    self._continuous = False  # endpoint refuses the vLLM option: fall back
+                    stats.attempts -= 1
+                    continue
+                raise EndpointError(ep.name, f"request refused: {exc.message}", status=400) from None
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise EndpointAuthError(ep.name, f"API key refused (HTTP {exc.status_code})",
+                                        status=exc.status_code) from None
+            except openai.APIStatusError as exc:
+                retryable = exc.status_code == 429 or exc.status_code >= 500
+                if not retryable or attempt >= ep.max_retries:
+                    raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
+                                        status=exc.status_code, retryable=retryable) from None
+                delay = _retry_after(exc) or _backoff(attempt)
+            except (openai.APIConnectionError, asyncio.TimeoutError, StopAsyncIteration) as exc:
+                if stream is not None:
+                    await stream.close()
+                if attempt >= ep.max_retries:
+                    what = ("no first token within "
+                            f"{ep.timeouts.first_token:.0f}s" if isinstance(exc, asyncio.TimeoutError)
+                            else f"{type(exc).__name__}: {exc}")
+                    raise EndpointError(ep.name, what, retryable=True) from None
+                delay = _backoff(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    @asynccontextmanager
+    async def stream(self, messages: list[dict[str, str]], *, max_tokens: int,
+                     temperature: float, top_p: float = 1.0, seed: int | None = None,
+                     stats: CallStats | None = None) -> AsyncIterator[StreamCall]:
+        """Open a stream; leaving the block closes it. `stats` (filled in as the call goes,
+        even when it fails) is settled on exit: server usage where reported, else an estimate."""
+        params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
+                                  "top_p": top_p}
+        if seed is not None:
+            params["seed"] = seed
+        stats = stats if stats is not None else CallStats()
+        async with self._limit:
+            self.active_streams += 1
+            try:
+                async with asyncio.timeout(self.endpoint.timeouts.total):
+                    stream, first, t0 = await self._open(messages, params, stats)
+                    call = StreamCall(stream, first, stats, t0, self.endpoint.timeouts.idle,
+                                      self.endpoint.name)
+                    try:
+                        yield call
+                    finally:
+                        await call.close()  # explicit: the server must see the hang-up now
+                        call.finalize(messages)
+            except TimeoutError:
+                raise EndpointError(self.endpoint.name, f"call exceeded the total timeout of "
+                                    f"{self.endpoint.timeouts.total:.0f}s") from None
+            finally:
+                self.active_streams -= 1
+                if stats.prompt_tokens is None:
+                    stats.prompt_tokens = sum(count_tokens(m["content"]) for m in messages)

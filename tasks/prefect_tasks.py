@@ -1,0 +1,62 @@
+"""Prefect tasks: thin wrappers over the plain functions. Retries sit on I/O tasks only."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import task
+from prefect.cache_policies import NONE
+
+from foldem.jobspec import JobSpec
+from tasks import run_io
+from tasks.models import Prompt, RunSummary, SampleResult, WorkItem
+from tasks.prompts import load_prompts
+from tasks.run_context import get_context
+from tasks.shard import process_items
+
+
+@task(name="load-prompts", cache_policy=NONE)
+def load_prompts_task(job: JobSpec) -> list[Prompt]:
+    return load_prompts(job)
+
+
+@task(name="prepare-database", retries=2, retry_delay_seconds=3, cache_policy=NONE)
+def prepare_database_task(job: JobSpec, override_url: str | None) -> str:
+    return run_io.prepare_database(job, override_url)
+
+
+@task(name="begin-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
+def begin_run_task(database_url: str, job: JobSpec, run_id: str, samples_expected: int,
+                   flow_run_id: str | None) -> tuple[bool, set[tuple[str, int]]]:
+    return run_io.begin_run(database_url, job, run_id=run_id, samples_expected=samples_expected,
+                            flow_run_id=flow_run_id)
+
+
+@task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NONE)
+async def process_shard_task(run_id: str, shard_no: int, items: Sequence[WorkItem]) -> dict[str, int]:
+    """Run one shard's samples; on a retry, samples already written are skipped."""
+    ctx = get_context(run_id)
+    pending = await asyncio.to_thread(run_io.pending, ctx.database_url, run_id=run_id,
+                                      items=items)
+
+    def save(batch: Sequence[SampleResult]) -> None:
+        run_io.save_batch(ctx.database_url, batch)
+
+    results = await process_items(ctx.engine, pending, save=save, board=ctx.board)
+    counts = {"accepted": 0, "rejected": 0, "failed": 0}
+    for r in results:
+        counts[r.status] += 1
+    counts["skipped"] = len(items) - len(pending)
+    return counts
+
+
+@task(name="complete-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
+def complete_run_task(database_url: str, run_id: str, status: str) -> RunSummary:
+    return run_io.complete_run(database_url, run_id=run_id, status=status)
+
+
+@task(name="export", retries=1, cache_policy=NONE)
+def export_task(database_url: str, run_id: str, path: Path) -> int:
+    return run_io.export_accepted(database_url, run_id=run_id, path=path)

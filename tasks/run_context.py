@@ -1,0 +1,56 @@
+"""Per-run objects that live in the flow's process: endpoint clients, the engine, progress.
+
+Prefect task parameters must be serialisable, so shard tasks receive the run id and look the
+live objects up here. All shards of a run execute in the flow's event loop, which is what lets
+one asyncio semaphore per endpoint bound the streams across shards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from foldem.jobspec import JobSpec
+from tasks.client import EndpointClient, resolve_api_key
+from tasks.progress import ProgressBoard
+from tasks.runner import Engine, build_stage_validators
+
+
+@dataclass(slots=True)
+class RunContext:
+    job: JobSpec
+    run_id: str
+    database_url: str
+    engine: Engine
+    board: ProgressBoard
+
+    async def aclose(self) -> None:
+        for client in self.engine.clients.values():
+            await client.aclose()
+
+
+_CONTEXTS: dict[str, RunContext] = {}
+
+
+def open_context(job: JobSpec, *, run_id: str, database_url: str,
+                 base_urls: Mapping[str, str], board: ProgressBoard) -> RunContext:
+    clients = {ep.name: EndpointClient(ep, base_url=base_urls[ep.name],
+                                       api_key=resolve_api_key(ep)) for ep in job.endpoints}
+    engine = Engine(job=job, run_id=run_id, clients=clients,
+                    validators=build_stage_validators(job))
+    ctx = RunContext(job, run_id, database_url, engine, board)
+    _CONTEXTS[run_id] = ctx
+    return ctx
+
+
+def get_context(run_id: str) -> RunContext:
+    try:
+        return _CONTEXTS[run_id]
+    except KeyError:
+        raise RuntimeError(f"run {run_id!r} has no live context in this process") from None
+
+
+async def close_context(run_id: str) -> None:
+    ctx = _CONTEXTS.pop(run_id, None)
+    if ctx is not None:
+        await ctx.aclose()

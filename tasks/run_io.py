@@ -1,0 +1,85 @@
+"""Plain functions for a run's database and file I/O (the Prefect tasks wrap these)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from foldem import PROJECT_ROOT, __version__
+from foldem.jobspec import JobSpec
+from tasks.db import get_engine, migrate, resolve_database_url, session_scope
+from tasks.models import RunSummary, SampleResult, WorkItem
+from tasks.storage import done_keys, finish_run, save_results, start_run, summarize_run
+
+
+def code_version() -> str:
+    """Package version plus the git commit when running from a checkout."""
+    try:
+        sha = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha = ""
+    return f"{__version__}+{sha}" if sha else __version__
+
+
+def prepare_database(job: JobSpec, override_url: str | None = None) -> str:
+    """Resolve the database (starting the embedded one if needed) and migrate it to head."""
+    url = override_url or resolve_database_url(spec_url=job.database_url)
+    migrate(url)
+    return url
+
+
+def begin_run(database_url: str, job: JobSpec, *, run_id: str, samples_expected: int,
+              flow_run_id: str | None) -> tuple[bool, set[tuple[str, int]]]:
+    """Create the run row (or resume it); return (resumed, keys of samples already final)."""
+    with session_scope(get_engine(database_url)) as session:
+        resumed = start_run(session, run_id=run_id, job_name=job.name, spec=job.snapshot(),
+                            spec_hash=job.spec_hash(), code_version=code_version(),
+                            samples_expected=samples_expected, prefect_flow_run_id=flow_run_id)
+    with session_scope(get_engine(database_url)) as session:
+        return resumed, done_keys(session, run_id=run_id)
+
+
+def pending(database_url: str, *, run_id: str, items: Sequence[WorkItem]) -> list[WorkItem]:
+    """The items not yet in a final state (a retried shard skips what it already wrote)."""
+    with session_scope(get_engine(database_url)) as session:
+        done = done_keys(session, run_id=run_id)
+    return [i for i in items if (i.prompt.prompt_id, i.sample_index) not in done]
+
+
+def save_batch(database_url: str, results: Sequence[SampleResult]) -> None:
+    with session_scope(get_engine(database_url)) as session:
+        save_results(session, results=results)
+
+
+def complete_run(database_url: str, *, run_id: str, status: str) -> RunSummary:
+    with session_scope(get_engine(database_url)) as session:
+        finish_run(session, run_id=run_id, status=status)
+    with session_scope(get_engine(database_url)) as session:
+        return summarize_run(session, run_id=run_id)
+
+
+def export_accepted(database_url: str, *, run_id: str, path: Path) -> int:
+    """Write the run's accepted samples as JSONL (problem, solution, answer); return the count."""
+    from sqlalchemy import text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    n = 0
+    with session_scope(get_engine(database_url)) as session, tmp.open("w") as out:
+        rows = session.execute(text(
+            "SELECT prompt_id, sample_index, problem, stage_texts, final_answer, reference_answer "
+            "FROM samples WHERE run_id = :run_id AND status = 'accepted' "
+            "ORDER BY prompt_id, sample_index"), {"run_id": run_id})
+        for r in rows:
+            stages = r.stage_texts or []
+            out.write(json.dumps({
+                "run_id": run_id, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
+                "problem": r.problem, "solution": stages[-1]["text"] if stages else "",
+                "answer": r.final_answer, "reference_answer": r.reference_answer,
+            }, ensure_ascii=False) + "\n")
+            n += 1
+    tmp.replace(path)
+    return n

@@ -1,0 +1,165 @@
+"""Run one sample through its stages: render → stream → checkpoints → validators → policy.
+
+A rejected or early-exited stream is closed at once (leaving the client's context closes the
+HTTP stream). Every call becomes a ledger entry, failed ones included. Errors of the endpoint
+turn the sample into `failed` with a reason; a rejection is data, never an exception.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from foldem.errors import EndpointError
+from foldem.jobspec import JobSpec, Stage
+from tasks.checkpoints import CheckpointSplitter
+from tasks.client import CallStats, EndpointClient
+from tasks.models import LedgerEntry, RejectionRecord, SampleResult, StageText, WorkItem
+from tasks.policy import Action, ConfiguredValidator, Decision, StagePolicy
+from validators.base import ProblemContext
+from validators.registry import build
+
+
+class _Fields(dict[str, str]):
+    def __missing__(self, key: str) -> str:  # templates were checked at load; be safe anyway
+        return ""
+
+
+def render_messages(stage: Stage, fields: Mapping[str, str]) -> list[dict[str, str]]:
+    """System and user messages of a stage; only the template's named fields are filled."""
+    user = string.Formatter().vformat(stage.template, (), _Fields(fields))
+    messages = [{"role": "system", "content": stage.system}] if stage.system else []
+    return messages + [{"role": "user", "content": user}]
+
+
+def build_stage_validators(job: JobSpec) -> dict[str, list[ConfiguredValidator]]:
+    """Configured validators per stage name, built once per run (not per sample)."""
+    return {st.name: [ConfiguredValidator(build(v.name, v.params), v.mode)
+                      for v in st.validators] for st in job.stages}
+
+
+@dataclass(slots=True)
+class StageOutcome:
+    text: str
+    stats: CallStats
+    decision: Decision | None = None  # the decision that ended the stream early, if any
+    rejection: RejectionRecord | None = None
+    final_answer: str | None = None
+    error: str | None = None
+    aborted: bool = False
+
+
+@dataclass(slots=True)
+class Engine:
+    """Everything a sample needs that is shared across samples of a run."""
+
+    job: JobSpec
+    run_id: str
+    clients: Mapping[str, EndpointClient]
+    validators: Mapping[str, list[ConfiguredValidator]]
+    #: Completion tokens of the calls made by this process (to compare with a replay's count).
+    session_completion_tokens: int = 0
+
+    async def run_stage(self, stage: Stage, fields: Mapping[str, str],
+                        ctx: ProblemContext, seed: int | None) -> StageOutcome:
+        client = self.clients[self.job.endpoint_for(stage).name]
+        messages = render_messages(stage, fields)
+        policy = StagePolicy(self.validators[stage.name], ctx, threshold=stage.threshold,
+                             early_exit=stage.early_exit)
+        cps = stage.checkpoints
+        splitter = CheckpointSplitter(separator=cps.separator, every_step=cps.every_step,
+                                      fractions=cps.fractions, expected_tokens=stage.expected_tokens)
+        outcome = StageOutcome(text="", stats=CallStats())
+        try:
+            async with client.stream(messages, max_tokens=self.job.max_tokens_for(stage),
+                                     temperature=self.job.sampling.temperature,
+                                     top_p=self.job.sampling.top_p, seed=seed,
+                                     stats=outcome.stats) as call:
+                async for delta in call:
+                    for cp in splitter.push(delta.text, delta.tokens):
+                        decision = policy.judge(cp)
+                        if decision.action is not Action.CONTINUE:
+                            outcome.decision = decision
+                            break
+                    if outcome.decision is not None:
+                        break  # leaving the `async with` closes the stream explicitly
+        except EndpointError as exc:
+            outcome.error = exc.message
+            outcome.stats.error = exc.message
+            outcome.text = outcome.stats.text
+            return outcome
+        outcome.text = outcome.stats.text
+        if outcome.decision is None:
+            outcome.decision = policy.judge(splitter.close())
+            if outcome.decision.action is Action.ACCEPT:  # final checkpoint: accept as finished
+                outcome.decision = Decision(Action.CONTINUE, None, outcome.decision.utility,
+                                            outcome.decision.final_answer)
+        else:
+            outcome.aborted = True
+            outcome.stats.aborted = True
+        outcome.final_answer = policy.final_answer
+        decision = outcome.decision
+        if decision.action is Action.REJECT and decision.verdict is not None:
+            v = decision.verdict
+            outcome.rejection = RejectionRecord(
+                stage=stage.name, checkpoint=splitter.checkpoints_emitted - 1, validator=v.validator,
+                reason_code=v.reason or "low_utility", detail=v.detail, step_index=v.step_index,
+                tokens_at_fire=splitter.tokens,
+                fraction_at_fire=(splitter.tokens / stage.expected_tokens
+                                  if stage.expected_tokens else None))
+        return outcome
+
+    def ledger_entry(self, item: WorkItem, stage: Stage, out: StageOutcome,
+                     started_at: datetime) -> LedgerEntry:
+        st = out.stats
+        expected = stage.expected_tokens
+        abort_reason = None
+        if out.aborted and out.decision is not None:
+            abort_reason = "rejected" if out.decision.action is Action.REJECT else "early_exit"
+        saved = max(0, expected - st.completion_tokens) if (out.aborted and expected) else 0
+        self.session_completion_tokens += st.completion_tokens
+        ep = self.job.endpoint_for(stage)
+        return LedgerEntry(
+            run_id=self.run_id, prompt_id=item.prompt.prompt_id, sample_index=item.sample_index,
+            stage=stage.name, endpoint=ep.name, model=ep.model, prompt_tokens=st.prompt_tokens,
+            completion_tokens=st.completion_tokens,
+            count_source="server_usage" if st.count_source == "server_usage"
+            else "tokenizer_estimate",
+            aborted=out.aborted, abort_reason=abort_reason, expected_tokens=expected,
+            tokens_saved=saved, ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
+            finish_reason=st.finish_reason, attempts=max(1, st.attempts),
+            response_id=st.response_id, error=st.error, started_at=started_at)
+
+    async def run_sample(self, item: WorkItem) -> SampleResult:
+        prompt = item.prompt
+        fields = {"problem": prompt.text, "seed": prompt.text,
+                  "reference": prompt.reference_answer or ""}
+        seed = item.sample_index if self.job.sampling.seed_per_sample else None
+        result = SampleResult(run_id=self.run_id, prompt_id=prompt.prompt_id,
+                              sample_index=item.sample_index, status="accepted",
+                              problem=prompt.text, reference_answer=prompt.reference_answer)
+        for stage in self.job.stages:
+            ctx = ProblemContext(problem=fields["problem"], stage=stage.kind,
+                                 reference_answer=prompt.reference_answer,
+                                 expected_tokens=stage.expected_tokens)
+            started = datetime.now(UTC)
+            out = await self.run_stage(stage, fields, ctx, seed)
+            if out.stats.attempts:  # a call was made (even if it failed): it goes in the ledger
+                result.ledger.append(self.ledger_entry(item, stage, out, started))
+            result.stages.append(StageText(stage=stage.name, text=out.text, aborted=out.aborted,
+                                           final_answer=out.final_answer))
+            if out.error is not None:
+                result.status, result.error = "failed", f"{stage.name}: {out.error}"
+                return result
+            if out.rejection is not None:
+                result.status, result.rejection = "rejected", out.rejection
+                return result
+            if stage.kind == "problem":
+                fields["problem"] = out.text.strip()
+                result.problem = fields["problem"]
+            else:
+                result.final_answer = out.final_answer
+                result.early_exit = out.aborted
+        return result
