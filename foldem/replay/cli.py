@@ -1,0 +1,80 @@
+"""`foldem replay serve` (and `python -m foldem.replay serve`): run the replay endpoint."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+from foldem.data import resolve_input_path
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from foldem.replay.server import serve  # imported here: fastapi/uvicorn only when serving
+
+    traces = [resolve_input_path(arg) for arg in args.traces]
+    serve(traces, host=args.host, port=args.port, tokens_per_second=args.tokens_per_second,
+          ignore_disconnect=args.ignore_disconnect, port_file=args.port_file)
+    return 0
+
+
+def _non_negative_rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = as fast as possible)")
+    return value
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    """Add `serve` to a group of subcommands."""
+    serve = subparsers.add_parser(
+        "serve", help="serve recorded generations as an OpenAI-compatible streaming endpoint",
+        description="Play back recorded traces token by token at /v1/chat/completions; "
+        "GET /stats reports the tokens sent per request.")
+    serve.add_argument("--traces", nargs="+", required=True, metavar="FILE",
+                       help="trace JSONL files or data:// URIs, e.g. "
+                       "data://traces/gsm8k_gpt3_dev.jsonl")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
+    serve.add_argument("--tokens-per-second", type=_non_negative_rate, default=0.0, metavar="R",
+                       help="pace per stream (0: unpaced)")
+    serve.add_argument("--ignore-disconnect", action="store_true",
+                       help="keep generating after a client disconnects (to test abort probes)")
+    serve.add_argument("--port-file", type=Path, metavar="PATH",
+                       help="write the port actually bound to this file once listening")
+    serve.set_defaults(func=_cmd_serve)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `replay serve` to the foldem command."""
+    replay = subparsers.add_parser("replay", help="the replay endpoint (recorded generations)")
+    add_serve_command(replay.add_subparsers(dest="replay_command", metavar="COMMAND",
+                                            required=True))
+
+
+def build_parser(prog: str = "python -m foldem.replay") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="foldem's replay endpoint")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_serve_command(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of `python -m foldem.replay`; user mistakes end with a message, no traceback."""
+    import sys
+
+    from foldem.errors import FoldemError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except FoldemError as exc:
+        if args.debug:
+            raise
+        print(f"foldem replay: error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,301 @@
+"""The replay endpoint: an OpenAI-compatible chat-completions server that plays back recorded
+generations token by token, counts what it sent per request and stops when the client leaves.
+
+Disconnects are watched directly on the ASGI `receive` channel (uvicorn reports
+`http.disconnect` there as soon as the socket closes) instead of relying on the framework, so
+the count of sent tokens is exact and `ignore_disconnect` can keep "generating" for probes of
+servers that do not honour aborts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anyio
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+
+from foldem.errors import ConfigError, FoldemError
+from foldem.replay.protocol import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChunkChoice,
+    CompletionChoice,
+    ContentChunkEncoder,
+    Delta,
+    ErrorDetail,
+    ErrorResponse,
+    FinishReason,
+    Health,
+    ModelCard,
+    ModelList,
+    ReplayStats,
+    RequestStats,
+    Usage,
+)
+from foldem.replay.traces import ANY_GENERATOR, TokenChunks, TraceLibrary
+from foldem.tokens import count_tokens, encoding
+
+
+class ReplayRequestError(FoldemError):
+    """A request the replay endpoint cannot serve; answered as an OpenAI-format 400."""
+
+    def __init__(self, message: str, *, param: str | None, code: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def _error(status: int, message: str, param: str | None, code: str | None) -> JSONResponse:
+    body = ErrorResponse(error=ErrorDetail(message=message, param=param, code=code))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+#: Writes one content chunk (text, token count) to the client.
+ChunkWriter = Callable[[str, int], Awaitable[None]]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ReplayResponse(Response):
+    """Plays one trace to one client (SSE or a single JSON body), pacing and counting tokens."""
+
+    def __init__(self, req: ChatCompletionRequest, chunks: TokenChunks, record: RequestStats,
+                 tokens_per_second: float, ignore_disconnect: bool) -> None:
+        self.req, self.chunks, self.record = req, chunks, record
+        self.tokens_per_second = tokens_per_second
+        self.ignore_disconnect = ignore_disconnect
+        self.created = int(time.time())
+        options = req.stream_options
+        self.include_usage = bool(options and options.include_usage)
+        self.continuous_usage = self.include_usage and bool(
+            options and options.continuous_usage_stats)
+        self.background = None
+        self.chunks_done = 0
+        self.encoder = ContentChunkEncoder(record.request_id, self.created, req.model,
+                                           self.include_usage)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+            try:
+                if self.req.stream:
+                    await self._stream(send)
+                else:
+                    await self._complete(send)
+            finally:
+                self.record.ended_at = _now()
+            group.cancel_scope.cancel()  # done: stop watching
+
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if self.record.finish_reason is not None:
+            return  # everything was generated; the client left while we wrote the tail
+        self.record.disconnected = True
+        if not self.ignore_disconnect:
+            scope.cancel()
+
+    async def _start(self, send: Send, content_type: bytes) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", content_type), (b"cache-control", b"no-cache"),
+            (b"x-request-id", self.record.request_id.encode())]})
+
+    async def _generate(self, send_chunk: ChunkWriter | None) -> None:
+        """Pace through the chunks; `send_chunk` writes each one (None: just generate)."""
+        limit = self.req.token_limit
+        rate = self.tokens_per_second
+        deadline = time.monotonic()
+        for text, tokens in zip(self.chunks.texts, self.chunks.tokens, strict=True):
+            if limit is not None and self.record.completion_tokens + tokens > limit:
+                self.record.finish_reason = "length"
+                return
+            if rate > 0:  # a chunk of k tokens takes k/R seconds, waited before it goes out
+                deadline += tokens / rate
+                await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+            else:
+                await asyncio.sleep(0)  # unpaced: still let other streams and disconnects run
+            if send_chunk is not None and not self.record.disconnected:
+                await send_chunk(text, tokens)
+            # Counted once the write returned: a cancel inside it leaves this chunk uncounted.
+            self.record.completion_tokens += tokens
+            self.chunks_done += 1
+        self.record.finish_reason = "stop"
+
+    def _usage(self, extra_tokens: int = 0) -> Usage:
+        return Usage.of(self.record.prompt_tokens, self.record.completion_tokens + extra_tokens)
+
+    def _sse(self, delta: Delta, finish: FinishReason | None = None, tokens: int = 0) -> bytes:
+        """One SSE event; with continuous usage it counts this chunk's `tokens` already."""
+        chunk = ChatCompletionChunk(
+            id=self.record.request_id, created=self.created, model=self.req.model,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+            usage=self._usage(tokens) if self.continuous_usage else None)
+        body = chunk.model_dump_json(exclude=None if self.include_usage else {"usage"})
+        return b"data: " + body.encode() + b"\n\n"
+
+    async def _stream(self, send: Send) -> None:
+        await self._start(send, b"text/event-stream; charset=utf-8")
+
+        async def body(data: bytes) -> None:
+            await send({"type": "http.response.body", "body": data, "more_body": True})
+
+        async def send_chunk(text: str, tokens: int) -> None:
+            if self.continuous_usage:  # usage differs per chunk: render the whole model
+                await body(self._sse(Delta(content=text), tokens=tokens))
+            else:
+                await body(self.encoder.encode(text))
+
+        await body(self._sse(Delta(role="assistant", content="")))
+        await self._generate(send_chunk)
+        if self.record.disconnected:
+            return  # ignore_disconnect: generated to the end, nobody to tell
+        await body(self._sse(Delta(), self.record.finish_reason))
+        if self.include_usage:
+            final = ChatCompletionChunk(id=self.record.request_id, created=self.created,
+                                        model=self.req.model, choices=[], usage=self._usage())
+            await body(b"data: " + final.model_dump_json().encode() + b"\n\n")
+        await send({"type": "http.response.body", "body": b"data: [DONE]\n\n",
+                    "more_body": False})
+
+    async def _complete(self, send: Send) -> None:
+        await self._generate(None)
+        if self.record.disconnected:
+            return
+        text = "".join(self.chunks.texts[: self.chunks_done])
+        completion = ChatCompletion(
+            id=self.record.request_id, created=self.created, model=self.req.model,
+            choices=[CompletionChoice(message=AssistantMessage(content=text),
+                                      finish_reason=self.record.finish_reason or "stop")],
+            usage=self._usage())
+        await self._start(send, b"application/json")
+        await send({"type": "http.response.body", "body": completion.model_dump_json().encode(),
+                    "more_body": False})
+
+
+class ReplayState:
+    """Everything the app holds: the traces, the pace and the per-request records."""
+
+    def __init__(self, library: TraceLibrary, tokens_per_second: float,
+                 ignore_disconnect: bool) -> None:
+        self.library = library
+        self.tokens_per_second = tokens_per_second
+        self.ignore_disconnect = ignore_disconnect
+        self.records: list[RequestStats] = []
+
+    def stats(self) -> ReplayStats:
+        return ReplayStats(total_completion_tokens=sum(r.completion_tokens for r in self.records),
+                           requests=list(self.records))
+
+    def begin(self, req: ChatCompletionRequest) -> ReplayResponse:
+        """Match the request to a recorded trace and prepare its replay (or raise a 400)."""
+        user_messages = [m for m in req.messages if m.role == "user"]
+        if not user_messages:
+            raise ReplayRequestError("the request has no user message to match a recorded "
+                                     "problem against", param="messages", code="no_user_message")
+        problem = self.library.find_problem(user_messages[-1].text)
+        if problem is None:
+            raise ReplayRequestError(
+                "no recorded trace matches this prompt: the last user message must contain the "
+                "text of a problem in the loaded trace files", param="messages",
+                code="unknown_problem")
+        trace = self.library.choose(problem, req.model, req.seed)
+        record = RequestStats(
+            request_id=f"chatcmpl-{uuid.uuid4().hex}", model=req.model, trace_id=trace.id,
+            generator=trace.generator, started_at=_now(),
+            prompt_tokens=sum(count_tokens(m.text) for m in req.messages))
+        self.records.append(record)
+        return ReplayResponse(req, self.library.chunks_of(trace), record,
+                              self.tokens_per_second, self.ignore_disconnect)
+
+
+def create_app(traces: list[Path], tokens_per_second: float = 0,
+               ignore_disconnect: bool = False) -> FastAPI:
+    """The replay app over trace files (loaded now; tokenized lazily per trace)."""
+    if tokens_per_second < 0:
+        raise ConfigError(f"tokens_per_second must be >= 0 (0 = unpaced), got {tokens_per_second}")
+    state = ReplayState(TraceLibrary.from_files(traces), tokens_per_second, ignore_disconnect)
+    encoding()  # load the tokenizer now: a broken cache fails at startup, not on a request
+    app = FastAPI(title="foldem replay endpoint", docs_url=None, redoc_url=None)
+    app.state.replay = state
+
+    @app.exception_handler(ReplayRequestError)
+    async def _replay_error(_: Request, exc: ReplayRequestError) -> JSONResponse:
+        return _error(400, exc.message, exc.param, exc.code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        loc = [str(p) for p in (errors[0].get("loc", ()) if errors else ()) if p != "body"]
+        detail = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()) if p != 'body') or 'body'}"
+                           f": {e.get('msg', 'invalid')}" for e in errors)
+        return _error(400, f"invalid request: {detail}", loc[0] if loc else None, "invalid_request")
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(req: ChatCompletionRequest) -> Response:
+        return state.begin(req)
+
+    @app.get("/v1/models")
+    async def models() -> ModelList:
+        ids = [*state.library.generators, ANY_GENERATOR]
+        return ModelList(data=[ModelCard(id=i) for i in ids])
+
+    @app.get("/health")
+    async def health() -> Health:
+        return Health(traces=len(state.library.traces), problems=len(state.library.by_problem))
+
+    @app.get("/stats")
+    async def stats() -> ReplayStats:
+        return state.stats()
+
+    @app.post("/stats/reset")
+    async def reset_stats() -> ReplayStats:
+        state.records.clear()
+        return state.stats()
+
+    return app
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port,
+                                                             type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(1024)  # connections made from now on wait in the backlog until uvicorn serves
+    return sock
+
+
+def serve(traces: list[Path], host: str = "127.0.0.1", port: int = 8000,
+          tokens_per_second: float = 0.0, ignore_disconnect: bool = False,
+          port_file: Path | None = None) -> None:
+    """Run the replay endpoint until interrupted; port 0 picks a free port, written to port_file."""
+    sock = _bind(host, port)  # first: a taken port fails fast, before traces are loaded
+    app = create_app(traces, tokens_per_second, ignore_disconnect)
+    if port_file is not None:
+        tmp = port_file.with_name(port_file.name + ".tmp")
+        tmp.write_text(f"{sock.getsockname()[1]}\n")
+        tmp.replace(port_file)  # atomic: a watcher never reads a half-written port
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2)
+    uvicorn.Server(config).run(sockets=[sock])
