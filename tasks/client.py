@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import openai
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from foldem.errors import (
     ConfigError,
@@ -33,6 +33,7 @@ from foldem.errors import (
 )
 from foldem.jobspec import Endpoint
 from foldem.tokens import count_tokens
+from tasks.protocol import StreamChunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,22 +87,26 @@ def _backoff(attempt: int) -> float:
     return float(min(30.0, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2))
 
 
-class _FirstTokenTimeout(Exception):
-    pass
-
-
 class StreamCall:
     """One streaming call in progress. Iterate for deltas; `stats` fills in as it goes."""
 
-    def __init__(self, stream: Any, first: Any, stats: CallStats, t0: float,
-                 idle_timeout: float, endpoint: str) -> None:
+    def __init__(self, chunks: AsyncIterator[StreamChunk], first: StreamChunk | None,
+                 response: Any, stats: CallStats, t0: float, idle_timeout: float,
+                 endpoint: str) -> None:
         self._endpoint = endpoint
-        self._stream = stream
+        self._chunks = chunks
+        self._response = response
         self._pending_first = first
         self.stats = stats
         self._t0 = t0
         self._idle = idle_timeout
         self._server_completion: int | None = None
+
+    async def _next(self, timeout: float) -> StreamChunk | None:
+        try:
+            return await asyncio.wait_for(self._chunks.__anext__(), timeout)
+        except StopAsyncIteration:
+            return None
 
     async def __aiter__(self) -> AsyncIterator[Delta]:
         chunk = self._pending_first
@@ -111,20 +116,18 @@ class StreamCall:
             if delta is not None:
                 yield delta
             try:
-                chunk = await asyncio.wait_for(self._stream.__anext__(), self._idle)
-            except StopAsyncIteration:
-                chunk = None
+                chunk = await self._next(self._idle)
             except asyncio.TimeoutError:
                 raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
                                     "(idle timeout) after the stream started") from None
-            except (openai.OpenAIError, ValueError) as exc:  # dropped, broken SSE, error event
+            except (openai.OpenAIError, httpx.HTTPError, OSError) as exc:  # dropped mid-stream
                 raise EndpointError(self._endpoint, f"stream broke after it started: "
                                     f"{type(exc).__name__}: {exc}") from None
 
-    def _consume(self, chunk: Any) -> Delta | None:
+    def _consume(self, chunk: StreamChunk) -> Delta | None:
         st = self.stats
-        st.response_id = st.response_id or getattr(chunk, "id", None)
-        usage = getattr(chunk, "usage", None)
+        st.response_id = st.response_id or chunk.id
+        usage = chunk.usage
         added_by_server: int | None = None
         if usage is not None and usage.completion_tokens is not None:
             previous = self._server_completion or 0
@@ -132,7 +135,7 @@ class StreamCall:
             added_by_server = usage.completion_tokens - previous
             st.prompt_tokens = usage.prompt_tokens
         text = ""
-        for choice in chunk.choices or ():
+        for choice in chunk.choices:
             if choice.delta is not None and choice.delta.content:
                 text += choice.delta.content
             if choice.finish_reason:
@@ -144,6 +147,18 @@ class StreamCall:
         st.text_parts.append(text)
         tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
         return Delta(text, tokens)
+
+    async def drain(self, wait: float = 0.005) -> None:
+        """Count what already reached us before hanging up. A chunk the server wrote while we
+        were judging the previous one is delivered and paid for: it belongs in the ledger."""
+        while True:
+            try:
+                chunk = await self._next(wait)
+            except Exception:  # noqa: BLE001 - we are hanging up anyway
+                return
+            if chunk is None:
+                return
+            self._consume(chunk)
 
     def finalize(self, prompt_messages: list[dict[str, str]]) -> CallStats:
         """Settle the token counts: server usage where it was reported, else an estimate."""
@@ -160,7 +175,24 @@ class StreamCall:
         return st
 
     async def close(self) -> None:
-        await self._stream.close()
+        await self._response.close()
+
+
+async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[StreamChunk]:
+    """Chat-completion chunks from an SSE body; `[DONE]` ends it; an error event raises."""
+    async for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (":"), event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = StreamChunk.model_validate_json(data)
+        except ValidationError:
+            raise EndpointError(endpoint, f"malformed stream event: {data[:200]!r}") from None
+        if chunk.error is not None:
+            raise EndpointError(endpoint, f"error event in the stream: {chunk.error.message}")
+        yield chunk
 
 
 class EndpointClient:
@@ -196,28 +228,30 @@ class EndpointClient:
             pass  # some servers lack /models; a status answer proves the server is there
 
     def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
-        options: dict[str, Any] = {"include_usage": True}
+        options: dict[str, Any] = {"include_usage": True}  # usage in the last chunk
         if self._continuous is not False:
             options["continuous_usage_stats"] = True
         return dict(model=self.endpoint.model, messages=messages, stream=True,
                     stream_options=options, **params)
 
     async def _open(self, messages: list[dict[str, str]], params: dict[str, Any],
-                    stats: CallStats) -> tuple[Any, Any, float]:
+                    stats: CallStats) -> tuple[Any, AsyncIterator[StreamChunk],
+                                               StreamChunk | None, float]:
         """Open the stream and wait for its first chunk, retrying where that is safe."""
         ep = self.endpoint
         attempt = 0
         while True:
             stats.attempts += 1
             t0 = time.perf_counter()
-            stream = None
+            response = None
             try:
-                stream = await self._client.chat.completions.create(
-                    **self._request(messages, params))
-                first = await asyncio.wait_for(stream.__anext__(), ep.timeouts.first_token)
+                response = await self._client.chat.completions.with_streaming_response.create(
+                    **self._request(messages, params)).__aenter__()
+                chunks = parse_sse(response, ep.name)
+                first = await asyncio.wait_for(anext(chunks, None), ep.timeouts.first_token)
                 if self._continuous is None:
                     self._continuous = True
-                return stream, first, t0
+                return response, chunks, first, t0
             except openai.BadRequestError as exc:
                 if self._continuous is None and "continuous_usage_stats" in str(exc):
                     self._continuous = False  # endpoint refuses the vLLM option: fall back
@@ -233,12 +267,13 @@ class EndpointClient:
                     raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
                                         status=exc.status_code, retryable=retryable) from None
                 delay = _retry_after(exc) or _backoff(attempt)
-            except (openai.APIConnectionError, asyncio.TimeoutError, StopAsyncIteration) as exc:
-                if stream is not None:
-                    await stream.close()
+            except (openai.APIConnectionError, httpx.HTTPError, OSError, asyncio.TimeoutError,
+                    EndpointError) as exc:
+                if response is not None:
+                    await response.close()
                 if attempt >= ep.max_retries:
-                    what = ("no first token within "
-                            f"{ep.timeouts.first_token:.0f}s" if isinstance(exc, asyncio.TimeoutError)
+                    what = (f"no first token within {ep.timeouts.first_token:.0f}s"
+                            if isinstance(exc, asyncio.TimeoutError)
                             else f"{type(exc).__name__}: {exc}")
                     raise EndpointError(ep.name, what, retryable=True) from None
                 delay = _backoff(attempt)
@@ -260,11 +295,12 @@ class EndpointClient:
             self.active_streams += 1
             try:
                 async with asyncio.timeout(self.endpoint.timeouts.total):
-                    stream, first, t0 = await self._open(messages, params, stats)
-                    call = StreamCall(stream, first, stats, t0, self.endpoint.timeouts.idle,
-                                      self.endpoint.name)
+                    response, chunks, first, t0 = await self._open(messages, params, stats)
+                    call = StreamCall(chunks, first, response, stats, t0,
+                                      self.endpoint.timeouts.idle, self.endpoint.name)
                     try:
                         yield call
+                        await call.drain()
                     finally:
                         await call.close()  # explicit: the server must see the hang-up now
                         call.finalize(messages)

@@ -7,6 +7,7 @@ one asyncio semaphore per endpoint bound the streams across shards.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -32,8 +33,15 @@ class RunContext:
 _CONTEXTS: dict[str, RunContext] = {}
 
 
+#: How long a thread may hold the GIL before the event loop gets it back (Python's default is
+#: 5 ms). The loop reads every stream and closes aborted ones; while a database-writer or
+#: logging thread holds the GIL, an abort waits, and the server keeps sending meanwhile.
+GIL_SWITCH_INTERVAL = 0.001
+
+
 def open_context(job: JobSpec, *, run_id: str, database_url: str,
                  base_urls: Mapping[str, str], board: ProgressBoard) -> RunContext:
+    sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
     clients = {ep.name: EndpointClient(ep, base_url=base_urls[ep.name],
                                        api_key=resolve_api_key(ep)) for ep in job.endpoints}
     engine = Engine(job=job, run_id=run_id, clients=clients,

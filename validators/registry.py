@@ -35,7 +35,7 @@ def _check_contract(cls: object, name: str) -> None:
     if not (isinstance(params, type) and issubclass(params, BaseModel)):
         raise ValidatorLoadError(name, "Params must be a pydantic BaseModel subclass")
     if getattr(cls, "__abstractmethods__", None):
-        missing = ", ".join(sorted(cls.__abstractmethods__))  # type: ignore[attr-defined]
+        missing = ", ".join(sorted(cls.__abstractmethods__))
         raise ValidatorLoadError(name, f"does not implement {missing}")
 
 
@@ -48,7 +48,7 @@ def _load_entry_point(name: str) -> type[Validator] | None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             try:
-                return ep.load()  # type: ignore[no-any-return]
+                return ep.load()
             except Exception as exc:  # noqa: BLE001 - any import failure is a load error
                 raise ValidatorLoadError(name, f"entry point failed to load: {exc}") from None
     return None
@@ -63,7 +63,7 @@ def _load_dotted(path: str) -> type[Validator]:
     except Exception as exc:  # noqa: BLE001
         raise ValidatorLoadError(path, f"cannot import {module_name}: {exc}") from None
     try:
-        return getattr(module, attr)  # type: ignore[no-any-return]
+        return getattr(module, attr)
     except AttributeError:
         raise ValidatorLoadError(path, f"module {module_name} has no {attr!r}") from None
 
