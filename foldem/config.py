@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         default=None,
         validation_alias="DATABASE_URL",
-        description="SQLAlchemy URL of an existing Postgres (postgresql+psycopg://user:pw@host/db). "
+        description="SQLAlchemy URL of an existing Postgres "
+        "(postgresql+psycopg://user:pw@host/db). "
         "Unset: a private embedded Postgres under state_dir. Env: DATABASE_URL.",
     )
     data_dir: Path | None = Field(

@@ -66,7 +66,7 @@ class Endpoint(_Strict):
     api_key_env: str | None = Field(None, description="Environment variable holding the API key;"
                                     " unset: no key (local servers).")
     max_concurrent_streams: int = Field(16, ge=1, le=4096)
-    timeouts: Timeouts = Field(default_factory=Timeouts)
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
     max_retries: int = Field(4, ge=0, le=20, description="Retries of 429/5xx/connection errors "
                              "before the first token.")
     continuous_usage: Literal["auto", "on", "off"] = Field(
@@ -135,7 +135,7 @@ class Stage(_Strict):
     endpoint: str | None = Field(None, description="Endpoint name; default: the first.")
     system: str | None = Field(None, description="System message.")
     template: str = Field(description="User message; fields: {problem}, {seed}, {reference}.")
-    checkpoints: Checkpoints = Field(default_factory=Checkpoints)
+    checkpoints: Checkpoints = Field(default_factory=lambda: Checkpoints())
     validators: list[ValidatorRef] = Field(default_factory=list)
     threshold: float = Field(0.5, ge=0, le=1, description="Reject when the product of soft "
                              "scores falls below this.")
@@ -151,7 +151,8 @@ class Stage(_Strict):
         try:
             names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
         except ValueError as exc:
-            raise ValueError(f"bad template: {exc} (write literal braces as {{{{ and }}}})") from None
+            raise ValueError(
+                f"bad template: {exc} (write literal braces as {{{{ and }}}})") from None
         bad = names - TEMPLATE_FIELDS
         if bad:
             raise ValueError(f"unknown template field(s) {sorted(bad)}; "
@@ -170,13 +171,13 @@ class JobSpec(_Strict):
     prompts: PromptSource
     samples_per_prompt: int = Field(1, ge=1, le=1000)
     endpoints: list[Endpoint] = Field(min_length=1)
-    replay: Replay = Field(default_factory=Replay)
-    sampling: Sampling = Field(default_factory=Sampling)
+    replay: Replay = Field(default_factory=lambda: Replay())
+    sampling: Sampling = Field(default_factory=lambda: Sampling())
     stages: list[Stage] = Field(min_length=1)
     shard_size: int = Field(32, ge=1, le=100_000, description="Samples per Prefect task.")
     database_url: str | None = Field(None, description="Postgres URL; DATABASE_URL overrides; "
                                      "unset: embedded Postgres.")
-    export: Export = Field(default_factory=Export)
+    export: Export = Field(default_factory=lambda: Export())
 
     # Set by load_job, not by the YAML: where relative paths resolve from.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -230,7 +231,8 @@ def _field_path(loc: tuple[Any, ...]) -> str:
 
 def parse_job(data: Any, *, file: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
     if not isinstance(data, dict):
-        raise SpecError(file, [("", f"expected a mapping at the top level, got {type(data).__name__}")])
+        got = type(data).__name__
+        raise SpecError(file, [("", f"expected a mapping at the top level, got {got}")])
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:

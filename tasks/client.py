@@ -117,7 +117,7 @@ class StreamCall:
                 yield delta
             try:
                 chunk = await self._next(self._idle)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
                                     "(idle timeout) after the stream started") from None
             except (openai.OpenAIError, httpx.HTTPError, OSError) as exc:  # dropped mid-stream
@@ -204,7 +204,7 @@ class EndpointClient:
         t = endpoint.timeouts
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key.get_secret_value(), max_retries=0,
-            timeout=httpx.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total))
+            timeout=openai.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total))
         self._limit = asyncio.Semaphore(endpoint.max_concurrent_streams)
         self._continuous: bool | None = {"on": True, "off": False}.get(endpoint.continuous_usage)
         self.active_streams = 0
@@ -220,7 +220,7 @@ class EndpointClient:
             raise EndpointAuthError(self.endpoint.name, f"the API key was refused "
                                     f"(HTTP {exc.status_code}); check {self.endpoint.api_key_env}",
                                     status=exc.status_code) from None
-        except (openai.APIConnectionError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, openai.APIConnectionError) as exc:
             raise EndpointUnreachableError(
                 self.endpoint.name, f"cannot connect to {self.base_url} ({type(exc).__name__}: "
                 f"{exc}); is the server running? check base_url in the job spec") from None
@@ -257,7 +257,8 @@ class EndpointClient:
                     self._continuous = False  # endpoint refuses the vLLM option: fall back
                     stats.attempts -= 1
                     continue
-                raise EndpointError(ep.name, f"request refused: {exc.message}", status=400) from None
+                raise EndpointError(ep.name, f"request refused: {exc.message}",
+                                    status=400) from None
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
                 raise EndpointAuthError(ep.name, f"API key refused (HTTP {exc.status_code})",
                                         status=exc.status_code) from None
@@ -267,7 +268,7 @@ class EndpointClient:
                     raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
                                         status=exc.status_code, retryable=retryable) from None
                 delay = _retry_after(exc) or _backoff(attempt)
-            except (openai.APIConnectionError, httpx.HTTPError, OSError, asyncio.TimeoutError,
+            except (TimeoutError, openai.APIConnectionError, httpx.HTTPError, OSError,
                     EndpointError) as exc:
                 if response is not None:
                     await response.close()

@@ -8,7 +8,7 @@ threshold. A complete final answer lets the stage stop early when `early_exit` i
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
@@ -16,7 +16,7 @@ from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSess
 Mode = Literal["hard", "soft"]
 
 
-class Action(str, Enum):
+class Action(StrEnum):
     CONTINUE = "continue"
     ACCEPT = "accept"  # early exit: the answer is complete, stop the stream
     REJECT = "reject"

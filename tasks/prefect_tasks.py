@@ -35,7 +35,8 @@ def begin_run_task(database_url: str, job: JobSpec, run_id: str, samples_expecte
 
 
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NONE)
-async def process_shard_task(run_id: str, shard_no: int, items: Sequence[WorkItem]) -> dict[str, int]:
+async def process_shard_task(run_id: str, shard_no: int,
+                             items: Sequence[WorkItem]) -> dict[str, int]:
     """Run one shard's samples; on a retry, samples already written are skipped."""
     ctx = get_context(run_id)
     pending = await asyncio.to_thread(run_io.pending, ctx.database_url, run_id=run_id,

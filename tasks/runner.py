@@ -16,7 +16,14 @@ from foldem.errors import EndpointError
 from foldem.jobspec import JobSpec, Stage
 from tasks.checkpoints import CheckpointSplitter
 from tasks.client import CallStats, EndpointClient
-from tasks.models import LedgerEntry, RejectionRecord, SampleResult, StageText, WorkItem
+from tasks.models import (
+    AbortReason,
+    LedgerEntry,
+    RejectionRecord,
+    SampleResult,
+    StageText,
+    WorkItem,
+)
 from tasks.policy import Action, ConfiguredValidator, Decision, StagePolicy
 from validators.base import ProblemContext
 from validators.registry import build
@@ -70,7 +77,8 @@ class Engine:
                              early_exit=stage.early_exit)
         cps = stage.checkpoints
         splitter = CheckpointSplitter(separator=cps.separator, every_step=cps.every_step,
-                                      fractions=cps.fractions, expected_tokens=stage.expected_tokens)
+                                      fractions=cps.fractions,
+                                      expected_tokens=stage.expected_tokens)
         outcome = StageOutcome(text="", stats=CallStats())
         try:
             async with client.stream(messages, max_tokens=self.job.max_tokens_for(stage),
@@ -104,7 +112,8 @@ class Engine:
         if decision.action is Action.REJECT and decision.verdict is not None:
             v = decision.verdict
             outcome.rejection = RejectionRecord(
-                stage=stage.name, checkpoint=splitter.checkpoints_emitted - 1, validator=v.validator,
+                stage=stage.name, checkpoint=splitter.checkpoints_emitted - 1,
+                validator=v.validator,
                 reason_code=v.reason or "low_utility", detail=v.detail, step_index=v.step_index,
                 tokens_at_fire=splitter.tokens,
                 fraction_at_fire=(splitter.tokens / stage.expected_tokens
@@ -115,7 +124,7 @@ class Engine:
                      started_at: datetime) -> LedgerEntry:
         st = out.stats
         expected = stage.expected_tokens
-        abort_reason = None
+        abort_reason: AbortReason | None = None
         if out.aborted and out.decision is not None:
             abort_reason = "rejected" if out.decision.action is Action.REJECT else "early_exit"
         saved = max(0, expected - st.completion_tokens) if (out.aborted and expected) else 0

@@ -1,0 +1,146 @@
+"""A scriptable OpenAI-compatible HTTP server for client tests: real sockets, real SSE, made-up
+text. Each test sets `script` to say how the next requests behave (status codes, stalls, usage,
+broken events) and reads `seen` for what the server received."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Script:
+    statuses: list[int] = field(default_factory=list)  # answered (in order) before streaming
+    retry_after: str | None = None
+    tokens: list[str] = field(default_factory=lambda: ["Two", " plus", " two", " is",
+                                                       " four", ".\n", "#### 4"])
+    usage: str = "final"  # final | continuous | none
+    refuse_continuous: bool = False  # 400 when continuous_usage_stats is asked for
+    first_delay: float = 0.0
+    stall_after: int | None = None  # stop sending (but keep the connection) after N chunks
+    malformed_after: int | None = None
+    pace: float = 0.0
+    auth_key: str | None = None
+
+
+@dataclass
+class Seen:
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[int] = field(default_factory=list)
+    active: int = 0
+    max_active: int = 0
+
+
+class FakeEndpoint:
+    def __init__(self) -> None:
+        self.script = Script()
+        self.seen = Seen()
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self, **script: Any) -> None:
+        self.script = Script(**script)
+        self.seen = Seen()
+
+    async def models(self, request: Request) -> Response:
+        if self.script.auth_key and request.headers.get("authorization") != (
+                f"Bearer {self.script.auth_key}"):
+            return JSONResponse({"error": {"message": "bad key"}}, status_code=401)
+        return JSONResponse({"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+    async def chat(self, request: Request) -> Response:
+        body = await request.json()
+        self.seen.requests.append(body)
+        s = self.script
+        if s.auth_key and request.headers.get("authorization") != f"Bearer {s.auth_key}":
+            return JSONResponse({"error": {"message": "Incorrect API key"}}, status_code=401)
+        opts = body.get("stream_options") or {}
+        if s.refuse_continuous and "continuous_usage_stats" in opts:
+            return JSONResponse({"error": {"message": "Unrecognized request argument supplied: "
+                                           "stream_options.continuous_usage_stats"}},
+                                status_code=400)
+        if s.statuses:
+            status = s.statuses.pop(0)
+            headers = {"retry-after": s.retry_after} if s.retry_after else {}
+            return JSONResponse({"error": {"message": f"scripted {status}"}}, status_code=status,
+                                headers=headers)
+        return StreamingResponse(self._events(), media_type="text/event-stream")
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        s = self.script
+        self.seen.active += 1
+        self.seen.max_active = max(self.seen.max_active, self.seen.active)
+        index = len(self.seen.sent)
+        self.seen.sent.append(0)
+        try:
+            await asyncio.sleep(s.first_delay)
+            for i, tok in enumerate(s.tokens):
+                if s.stall_after is not None and i >= s.stall_after:
+                    await asyncio.sleep(3600)
+                if s.malformed_after is not None and i >= s.malformed_after:
+                    yield b"data: {not json\n\n"
+                    return
+                chunk: dict[str, Any] = {"id": "fake-1", "object": "chat.completion.chunk",
+                                         "choices": [{"index": 0, "delta": {"content": tok}}]}
+                if s.usage == "continuous":
+                    chunk["usage"] = {"prompt_tokens": 5, "completion_tokens": i + 1}
+                yield f"data: {json.dumps(chunk)}\n\n".encode()
+                self.seen.sent[index] += 1
+                await asyncio.sleep(s.pace)
+            done = {"id": "fake-1", "choices": [{"index": 0, "delta": {},
+                                                 "finish_reason": "stop"}]}
+            yield f"data: {json.dumps(done)}\n\n".encode()
+            if s.usage in ("final", "continuous"):
+                usage = {"id": "fake-1", "choices": [], "usage": {
+                    "prompt_tokens": 5, "completion_tokens": len(s.tokens)}}
+                yield f"data: {json.dumps(usage)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+        finally:
+            self.seen.active -= 1
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/v1/models", self.models),
+                                 Route("/v1/chat/completions", self.chat, methods=["POST"])])
+
+
+@contextmanager
+def running_fake() -> Iterator[FakeEndpoint]:
+    fake = FakeEndpoint()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    fake.port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="error", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -1,0 +1,171 @@
+"""The endpoint client over real HTTP: usage detection, retries only before the first token,
+timeouts, explicit close, stream limits. Against a scripted server and the replay endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+from foldem.errors import EndpointAuthError, EndpointError, EndpointUnreachableError
+from foldem.jobspec import Endpoint
+from foldem.replay.launcher import ReplayServer, start_replay_server
+from tasks.client import CallStats, EndpointClient
+from tests.fake_endpoint import FakeEndpoint, closed_port, running_fake
+from tests.tracedata import TRACE_FILES, require_shared, trace
+
+MESSAGES = [{"role": "user", "content": "What is two plus two?"}]
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeEndpoint]:
+    with running_fake() as f:
+        yield f
+
+
+def client_for(url: str, *, key: str = "EMPTY", **endpoint: object) -> EndpointClient:
+    timeouts = endpoint.pop("timeouts", {"connect": 2, "first_token": 5, "idle": 5, "total": 30})
+    ep = Endpoint.model_validate({"name": "t", "base_url": "http://placeholder", "model": "m",
+                                  "timeouts": timeouts, **endpoint})
+    return EndpointClient(ep, base_url=url, api_key=SecretStr(key))
+
+
+async def collect(client: EndpointClient, **kw: object) -> tuple[str, CallStats]:
+    stats = CallStats()
+    text = ""
+    async with client.stream(MESSAGES, max_tokens=50, temperature=0, stats=stats,
+                             **kw) as call:  # type: ignore[arg-type]
+        async for delta in call:
+            text += delta.text
+    return text, stats
+
+
+@pytest.mark.parametrize(("usage", "refuse", "source", "asked_continuous"), [
+    ("continuous", False, "server_usage", True),
+    ("final", False, "server_usage", True),
+    ("final", True, "server_usage", False),  # refused option: falls back, still gets usage
+    ("none", False, "tokenizer_estimate", True),
+])
+async def test_usage_detection(fake: FakeEndpoint, usage: str, refuse: bool, source: str,
+                               asked_continuous: bool) -> None:
+    fake.reset(usage=usage, refuse_continuous=refuse)
+    client = client_for(fake.base_url)
+    text, stats = await collect(client)
+    assert text == "".join(fake.script.tokens)
+    assert stats.count_source == source
+    assert stats.completion_tokens > 0 and stats.finish_reason == "stop"
+    if source == "server_usage":
+        assert stats.completion_tokens == len(fake.script.tokens)
+    last = fake.seen.requests[-1]["stream_options"]
+    assert last["include_usage"] is True
+    assert ("continuous_usage_stats" in last) is asked_continuous
+    assert stats.attempts == 1
+    await client.aclose()
+
+
+async def test_retries_429_with_retry_after_before_first_token(fake: FakeEndpoint) -> None:
+    fake.reset(statuses=[429, 503], retry_after="0")
+    client = client_for(fake.base_url, max_retries=3)
+    text, stats = await collect(client)
+    assert text.endswith("#### 4") and stats.attempts == 3
+    await client.aclose()
+
+
+async def test_gives_up_after_max_retries(fake: FakeEndpoint) -> None:
+    fake.reset(statuses=[500] * 10, retry_after="0")
+    client = client_for(fake.base_url, max_retries=2)
+    stats = CallStats()
+    with pytest.raises(EndpointError) as err:
+        async with client.stream(MESSAGES, max_tokens=5, temperature=0, stats=stats):
+            pass
+    assert err.value.status == 500 and err.value.retryable
+    assert stats.attempts == 3 and len(fake.seen.requests) == 3
+    await client.aclose()
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
+async def test_client_errors_are_not_retried(fake: FakeEndpoint, status: int) -> None:
+    fake.reset(statuses=[status])
+    client = client_for(fake.base_url, max_retries=3)
+    with pytest.raises(EndpointError):
+        await collect(client)
+    assert len(fake.seen.requests) == 1
+    await client.aclose()
+
+
+async def test_wrong_key_is_an_auth_error(fake: FakeEndpoint) -> None:
+    fake.reset(auth_key="right")
+    client = client_for(fake.base_url, key="wrong")
+    with pytest.raises(EndpointAuthError):
+        await client.preflight()
+    with pytest.raises(EndpointAuthError):
+        await collect(client)
+    await client.aclose()
+
+
+async def test_dead_endpoint_fails_preflight_fast() -> None:
+    client = client_for(f"http://127.0.0.1:{closed_port()}/v1")
+    t0 = time.perf_counter()
+    with pytest.raises(EndpointUnreachableError) as err:
+        await client.preflight()
+    assert time.perf_counter() - t0 < 5
+    assert "cannot connect" in err.value.message
+    await client.aclose()
+
+
+@pytest.mark.parametrize(("script", "fragment"), [
+    ({"first_delay": 3.0}, "no first token"),
+    ({"stall_after": 2}, "idle timeout"),
+    ({"malformed_after": 2}, "malformed stream event"),
+])
+async def test_stalls_and_broken_streams_end_with_a_clear_error(
+        fake: FakeEndpoint, script: dict[str, object], fragment: str) -> None:
+    fake.reset(**script)
+    client = client_for(fake.base_url, max_retries=0,
+                        timeouts={"connect": 2, "first_token": 0.5, "idle": 0.5, "total": 10})
+    stats = CallStats()
+    t0 = time.perf_counter()
+    with pytest.raises(EndpointError) as err:
+        async with client.stream(MESSAGES, max_tokens=5, temperature=0, stats=stats) as call:
+            async for _ in call:
+                pass
+    assert fragment in err.value.message
+    assert time.perf_counter() - t0 < 5
+    await client.aclose()
+
+
+async def test_concurrent_streams_are_bounded(fake: FakeEndpoint) -> None:
+    fake.reset(pace=0.02)
+    client = client_for(fake.base_url, max_concurrent_streams=2)
+    await asyncio.gather(*(collect(client) for _ in range(6)))
+    assert fake.seen.max_active == 2 and len(fake.seen.requests) == 6
+    await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def replay() -> Iterator[ReplayServer]:
+    require_shared()
+    with start_replay_server([TRACE_FILES["gpt3"]], tokens_per_second=50) as srv:
+        yield srv
+
+
+async def test_abort_closes_the_stream_at_the_server(replay: ReplayServer) -> None:
+    t = trace("gsm8k-gpt3-0-6b_verification")
+    client = client_for(replay.base_url)
+    replay.reset_stats()
+    stats = CallStats()
+    messages = [{"role": "user", "content": t["problem"]}]
+    async with client.stream(messages, max_tokens=500, temperature=0, seed=1,
+                             stats=stats) as call:
+        async for delta in call:
+            if "\n" in delta.text:
+                break  # reject at the first step boundary
+    await asyncio.sleep(0.3)  # any token the server still sent would show up by now
+    (req,) = replay.stats().requests
+    assert req.disconnected and req.finish_reason is None
+    assert stats.completion_tokens == req.completion_tokens
+    assert stats.text == t["steps"][0] + "\n" or stats.text.startswith(t["steps"][0] + "\n")
+    await client.aclose()
