@@ -63,19 +63,20 @@ async def generate(job_path: str, run_id: str | None = None,
     prompts = load_prompts_task(job)
     db_url = prepare_database_task(job, database_url)
     total = len(prompts) * job.samples_per_prompt
-    resumed, done = begin_run_task(db_url, job, run_id, total, flow_run.id)
-    items = work_items(prompts, job.samples_per_prompt, done)
-    board = ProgressBoard(total=total, done_before=total - len(items))
-    logger.info(f"run {run_id}: {len(prompts)} prompts x {job.samples_per_prompt} samples; "
-                f"{'resuming, ' if resumed else ''}{len(items)} to generate")
-    shards = shard(items, job.shard_size)
     failures: list[BaseException] = []
     server_tokens: int | None = None
     with endpoint_urls(job) as (urls, replay):
+        board = ProgressBoard(total=total)
         ctx = open_context(job, run_id=run_id, database_url=db_url, base_urls=urls, board=board)
         try:
             for client in ctx.engine.clients.values():
-                await client.preflight()
+                await client.preflight()  # a dead endpoint fails here, before the run is recorded
+            resumed, done = begin_run_task(db_url, job, run_id, total, flow_run.id)
+            items = work_items(prompts, job.samples_per_prompt, done)
+            board.done_before = total - len(items)
+            logger.info(f"run {run_id}: {len(prompts)} prompts x {job.samples_per_prompt} "
+                        f"samples; {'resuming, ' if resumed else ''}{len(items)} to generate")
+            shards = shard(items, job.shard_size)
             artifact = await acreate_progress_artifact(
                 progress=round(board.fraction * 100, 1), key=f"{_slug(job.name)}-progress",
                 description=f"run {run_id}")

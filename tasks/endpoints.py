@@ -7,6 +7,7 @@ from contextlib import contextmanager
 
 from foldem.jobspec import REPLAY, JobSpec
 from foldem.replay.launcher import ReplayServer, start_replay_server
+from tasks.client import EndpointClient, resolve_api_key
 
 
 @contextmanager
@@ -19,3 +20,16 @@ def endpoint_urls(job: JobSpec) -> Iterator[tuple[dict[str, str], ReplayServer |
     traces = [job.resolve_path(t) for t in job.replay.traces]
     with start_replay_server(traces, tokens_per_second=job.replay.tokens_per_second) as srv:
         yield {name: (srv.base_url if url == REPLAY else url) for name, url in urls.items()}, srv
+
+
+async def check_endpoints(job: JobSpec) -> None:
+    """Preflight every configured endpoint that is not the bundled replay: a dead server or a
+    refused key fails here with a clear message, before any run starts."""
+    for ep in job.endpoints:
+        if ep.base_url == REPLAY:
+            continue
+        client = EndpointClient(ep, base_url=ep.base_url, api_key=resolve_api_key(ep))
+        try:
+            await client.preflight()
+        finally:
+            await client.aclose()

@@ -6,7 +6,7 @@ Tests name traces by id; `fragment(trace_id, step)` returns one real step of tex
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def require_shared() -> Path:
     return SHARED_DATA
 
 
-@lru_cache(maxsize=None)
+@cache
 def traces(name: str) -> tuple[dict[str, Any], ...]:
     """All traces of one file ('gpt3', 'pb_gsm8k', 'pb_math')."""
     require_shared()
@@ -36,7 +36,7 @@ def traces(name: str) -> tuple[dict[str, Any], ...]:
         return tuple(json.loads(line) for line in fh if line.strip())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _by_id() -> dict[str, dict[str, Any]]:
     return {t["id"]: t for name in TRACE_FILES for t in traces(name)}
 
