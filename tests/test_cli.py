@@ -20,10 +20,10 @@ from tests.tracedata import require_shared
 FOLDEM = [sys.executable, "-m", "foldem.cli"]
 
 
-def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+def run_cli(args: list[str], cwd: Path, state: Path | None = None,
             timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "FOLDEM_STATE_DIR": str(cwd / "state"), **(env or {})}
-    full_env.pop("DATABASE_URL", None) if env is None or "DATABASE_URL" not in env else None
+    full_env = {**os.environ, "FOLDEM_STATE_DIR": str(state or cwd / "state")}
+    full_env.pop("DATABASE_URL", None)
     return subprocess.run(FOLDEM + args, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -69,13 +69,15 @@ def test_dead_endpoint_exits_4(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_demo_path_end_to_end(tmp_path: Path) -> None:
-    """`foldem run` with `base_url: replay` starts the replay endpoint itself."""
+def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
+    """`foldem run` with `base_url: replay` starts the replay endpoint itself; the embedded
+    Postgres lives in a state dir outside pytest's tmp tree (see conftest)."""
     require_shared()
     data = job_dict("replay", limit=4, samples=2, name="cli-demo")
     data["export"] = {"path": "out/{job}.jsonl"}
     job = write(tmp_path, data)
-    res = run_cli(["run", str(job), "--summary-json", "out/summary.json"], tmp_path)
+    res = run_cli(["run", str(job), "--summary-json", "out/summary.json"], tmp_path,
+                  fresh_state_dir)
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert set(summary) >= {"run_id", "samples", "accepted", "rejected", "failed",
@@ -87,6 +89,5 @@ def test_demo_path_end_to_end(tmp_path: Path) -> None:
     assert "Query the results with SQL" in res.stdout
     exported = (tmp_path / "out" / "cli-demo.jsonl").read_text().splitlines()
     assert len(exported) == summary["accepted"]
-    db = run_cli(["db", "url"], tmp_path, timeout=60)
+    db = run_cli(["db", "url"], tmp_path, fresh_state_dir, timeout=60)
     assert db.returncode == 0 and "postgresql" in db.stdout
-    run_cli(["db", "stop"], tmp_path, timeout=60)

@@ -3,16 +3,7 @@ over HTTP, and embedded Postgres. Checks the ledger against what the endpoint sa
 
 from __future__ import annotations
 
-import os
-import tempfile
-
-# Prefect reads its settings at import: an isolated home, offline, a generous first start.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="foldem-prefect-"))
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-os.environ.setdefault("DO_NOT_TRACK", "1")
-
-import asyncio  # noqa: E402
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -59,14 +50,6 @@ def write_job(tmp_path: Path, data: dict[str, Any], name: str = "job.yaml") -> P
     path = tmp_path / name
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
-
-
-@pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
