@@ -18,7 +18,7 @@ from prefect.runtime import flow_run
 
 from foldem.jobspec import load_job
 from tasks.endpoints import endpoint_urls
-from tasks.models import RunSummary
+from tasks.models import RunSummary, WorkItem
 from tasks.prefect_tasks import (
     begin_run_task,
     complete_run_task,
@@ -30,7 +30,7 @@ from tasks.prefect_tasks import (
 from tasks.progress import ProgressBoard
 from tasks.prompts import shard, work_items
 from tasks.reporting import summary_markdown
-from tasks.run_context import close_context, open_context
+from tasks.run_context import RunContext, close_context, open_context
 
 
 def new_run_id(job_name: str) -> str:
@@ -53,6 +53,26 @@ async def _report_progress(board: ProgressBoard, artifact_id: UUID, every: float
                                             description=board.line())
 
 
+async def _fan_out(ctx: RunContext, items: list[WorkItem]) -> list[BaseException]:
+    """One task per shard, all in this event loop (the endpoint semaphores span them);
+    a progress artifact moves while they run. Returns the shards' failures."""
+    board, run_id = ctx.board, ctx.run_id
+    artifact = await acreate_progress_artifact(
+        progress=round(board.fraction * 100, 1), key=f"{_slug(ctx.job.name)}-progress",
+        description=f"run {run_id}")
+    reporter = asyncio.create_task(_report_progress(board, artifact))
+    try:
+        outcomes = await asyncio.gather(*(
+            process_shard_task.with_options(
+                task_run_name=f"shard-{i:04d} ({len(s)} samples)")(run_id, i, s)
+            for i, s in enumerate(shard(items, ctx.job.shard_size))), return_exceptions=True)
+    finally:
+        reporter.cancel()
+    await aupdate_progress_artifact(artifact, progress=round(board.fraction * 100, 1),
+                                    description=board.line())
+    return [o for o in outcomes if isinstance(o, BaseException)]
+
+
 @flow(name="generate", log_prints=True, persist_result=False)
 async def generate(job_path: str, run_id: str | None = None,
                    database_url: str | None = None) -> RunSummary:
@@ -63,34 +83,19 @@ async def generate(job_path: str, run_id: str | None = None,
     prompts = load_prompts_task(job)
     db_url = prepare_database_task(job, database_url)
     total = len(prompts) * job.samples_per_prompt
-    failures: list[BaseException] = []
     server_tokens: int | None = None
     with endpoint_urls(job) as (urls, replay):
-        board = ProgressBoard(total=total)
-        ctx = open_context(job, run_id=run_id, database_url=db_url, base_urls=urls, board=board)
+        ctx = open_context(job, run_id=run_id, database_url=db_url, base_urls=urls,
+                           board=ProgressBoard(total=total))
         try:
             for client in ctx.engine.clients.values():
                 await client.preflight()  # a dead endpoint fails here, before the run is recorded
             resumed, done = begin_run_task(db_url, job, run_id, total, flow_run.id)
             items = work_items(prompts, job.samples_per_prompt, done)
-            board.done_before = total - len(items)
+            ctx.board.done_before = total - len(items)
             logger.info(f"run {run_id}: {len(prompts)} prompts x {job.samples_per_prompt} "
                         f"samples; {'resuming, ' if resumed else ''}{len(items)} to generate")
-            shards = shard(items, job.shard_size)
-            artifact = await acreate_progress_artifact(
-                progress=round(board.fraction * 100, 1), key=f"{_slug(job.name)}-progress",
-                description=f"run {run_id}")
-            reporter = asyncio.create_task(_report_progress(board, artifact))
-            try:
-                outcomes = await asyncio.gather(*(
-                    process_shard_task.with_options(
-                        task_run_name=f"shard-{i:04d} ({len(s)} samples)")(run_id, i, s)
-                    for i, s in enumerate(shards)), return_exceptions=True)
-            finally:
-                reporter.cancel()
-            failures = [o for o in outcomes if isinstance(o, BaseException)]
-            await aupdate_progress_artifact(artifact, progress=round(board.fraction * 100, 1),
-                                            description=board.line())
+            failures = await _fan_out(ctx, items)
             if replay is not None:
                 server_tokens = replay.stats().total_completion_tokens
         finally:
@@ -99,8 +104,8 @@ async def generate(job_path: str, run_id: str | None = None,
     summary = complete_run_task(db_url, run_id, "failed" if failures else "completed")
     summary.server_tokens_sent = server_tokens
     if server_tokens is not None and server_tokens != session_tokens:
-        logger.warning(f"ledger counted {session_tokens} completion tokens this session, the "
-                       f"replay endpoint says it sent {server_tokens}")
+        logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
+                       f"the replay endpoint says it sent {server_tokens}")
     export_path = Path(job.export.path.format(job=job.name, run_id=run_id))
     exported = export_task(db_url, run_id, export_path) if not failures else 0
     await acreate_markdown_artifact(
