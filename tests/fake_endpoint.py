@@ -34,6 +34,8 @@ class Script:
     malformed_after: int | None = None
     pace: float = 0.0
     auth_key: str | None = None
+    #: If a key occurs in the last user message, stream its tokens instead of `tokens`.
+    by_prompt: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -80,9 +82,12 @@ class FakeEndpoint:
             headers = {"retry-after": s.retry_after} if s.retry_after else {}
             return JSONResponse({"error": {"message": f"scripted {status}"}}, status_code=status,
                                 headers=headers)
-        return StreamingResponse(self._events(), media_type="text/event-stream")
+        last_user = next((m.get("content", "") for m in reversed(body.get("messages", []))
+                          if m.get("role") == "user"), "")
+        tokens = next((t for k, t in s.by_prompt.items() if k in last_user), s.tokens)
+        return StreamingResponse(self._events(tokens), media_type="text/event-stream")
 
-    async def _events(self) -> AsyncIterator[bytes]:
+    async def _events(self, tokens: list[str]) -> AsyncIterator[bytes]:
         s = self.script
         self.seen.active += 1
         self.seen.max_active = max(self.seen.max_active, self.seen.active)
@@ -90,7 +95,7 @@ class FakeEndpoint:
         self.seen.sent.append(0)
         try:
             await asyncio.sleep(s.first_delay)
-            for i, tok in enumerate(s.tokens):
+            for i, tok in enumerate(tokens):
                 if s.stall_after is not None and i >= s.stall_after:
                     await asyncio.sleep(3600)
                 if s.malformed_after is not None and i >= s.malformed_after:
@@ -108,7 +113,7 @@ class FakeEndpoint:
             yield f"data: {json.dumps(done)}\n\n".encode()
             if s.usage in ("final", "continuous"):
                 usage = {"id": "fake-1", "choices": [], "usage": {
-                    "prompt_tokens": 5, "completion_tokens": len(s.tokens)}}
+                    "prompt_tokens": 5, "completion_tokens": len(tokens)}}
                 yield f"data: {json.dumps(usage)}\n\n".encode()
             yield b"data: [DONE]\n\n"
         finally:
