@@ -22,7 +22,10 @@ FOLDEM = [sys.executable, "-m", "foldem.cli"]
 
 def run_cli(args: list[str], cwd: Path, state: Path | None = None,
             timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "FOLDEM_STATE_DIR": str(state or cwd / "state")}
+    # Each command gets its own Prefect home: ephemeral Prefect keeps a SQLite database there,
+    # which two processes starting at once can lock each other out of.
+    full_env = {**os.environ, "FOLDEM_STATE_DIR": str(state or cwd / "state"),
+                "PREFECT_HOME": str(cwd / "prefect-home")}
     full_env.pop("DATABASE_URL", None)
     return subprocess.run(FOLDEM + args, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
