@@ -175,6 +175,9 @@ class JobSpec(_Strict):
     sampling: Sampling = Field(default_factory=lambda: Sampling())
     stages: list[Stage] = Field(min_length=1)
     shard_size: int = Field(32, ge=1, le=100_000, description="Samples per Prefect task.")
+    in_flight: bool = Field(True, description="Judge while streaming and abort at the first "
+                            "rejection (MSIFR). false: generate every sample in full, then filter "
+                            "with the same validators (the baseline benchmarks compare against).")
     database_url: str | None = Field(None, description="Postgres URL; DATABASE_URL overrides; "
                                      "unset: embedded Postgres.")
     export: Export = Field(default_factory=lambda: Export())

@@ -25,7 +25,7 @@ from tasks.models import (
     WorkItem,
 )
 from tasks.policy import Action, ConfiguredValidator, Decision, StagePolicy
-from validators.base import ProblemContext
+from validators.base import Checkpoint, ProblemContext
 from validators.registry import build
 
 
@@ -45,6 +45,18 @@ def build_stage_validators(job: JobSpec) -> dict[str, list[ConfiguredValidator]]
     """Configured validators per stage name, built once per run (not per sample)."""
     return {st.name: [ConfiguredValidator(build(v.name, v.params), v.mode)
                       for v in st.validators] for st in job.stages}
+
+
+def _judge_rest(policy: StagePolicy, checkpoints: list[Checkpoint]) -> Decision:
+    """Judge what is left after the stream ended: the final checkpoint (in flight), or every
+    checkpoint of the whole text (the post-hoc baseline). The stream is over, so a complete
+    answer is simply accepted, not an early exit."""
+    decision = Decision(Action.CONTINUE)
+    for cp in checkpoints:
+        decision = policy.judge(cp)
+        if decision.action is Action.REJECT:
+            return decision
+    return Decision(Action.CONTINUE, None, decision.utility, policy.final_answer)
 
 
 @dataclass(slots=True)
@@ -86,6 +98,8 @@ class Engine:
                                      top_p=self.job.sampling.top_p, seed=seed,
                                      stats=outcome.stats) as call:
                 async for delta in call:
+                    if not self.job.in_flight:
+                        continue  # baseline: generate in full, judge afterwards
                     for cp in splitter.push(delta.text, delta.tokens):
                         decision = policy.judge(cp)
                         if decision.action is not Action.CONTINUE:
@@ -100,10 +114,9 @@ class Engine:
             return outcome
         outcome.text = outcome.stats.text
         if outcome.decision is None:
-            outcome.decision = policy.judge(splitter.close())
-            if outcome.decision.action is Action.ACCEPT:  # final checkpoint: accept as finished
-                outcome.decision = Decision(Action.CONTINUE, None, outcome.decision.utility,
-                                            outcome.decision.final_answer)
+            rest = ([] if self.job.in_flight
+                    else splitter.push(outcome.text, outcome.stats.completion_tokens))
+            outcome.decision = _judge_rest(policy, [*rest, splitter.close()])
         else:
             outcome.aborted = True
             outcome.stats.aborted = True

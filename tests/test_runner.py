@@ -123,3 +123,22 @@ async def test_endpoint_failure_is_a_failed_sample_with_a_ledger_row() -> None:
     assert result.status == "failed" and "solve:" in (result.error or "")
     (entry,) = result.ledger
     assert entry.attempts == 2 and entry.completion_tokens == 0 and entry.error
+
+
+async def test_baseline_generates_in_full_then_filters_the_same_way(fake: FakeEndpoint) -> None:
+    bad = ["Two", " plus", " two", " is", " 2 + 2 = 5.\n"] + RAMBLING
+    results = {}
+    for in_flight in (True, False):
+        fake.reset(tokens=bad, usage="continuous")
+        job = make_job(fake.base_url, [SOLVE], in_flight=in_flight)
+        results[in_flight] = await engine_for(job, fake.base_url).run_sample(item())
+        await asyncio.sleep(0.05)
+        if not in_flight:
+            assert fake.seen.sent[0] == len(bad)  # nothing aborted: every token generated
+    live, baseline = results[True], results[False]
+    assert live.status == baseline.status == "rejected"
+    assert live.rejection and baseline.rejection
+    assert (live.rejection.validator, live.rejection.step_index) == (
+        baseline.rejection.validator, baseline.rejection.step_index)
+    assert not baseline.ledger[0].aborted
+    assert baseline.ledger[0].completion_tokens == len(bad) > live.ledger[0].completion_tokens
