@@ -129,7 +129,7 @@ async def test_baseline_generates_in_full_then_filters_the_same_way(fake: FakeEn
     bad = ["Two", " plus", " two", " is", " 2 + 2 = 5.\n"] + RAMBLING
     results = {}
     for in_flight in (True, False):
-        fake.reset(tokens=bad, usage="continuous")
+        fake.reset(tokens=bad, usage="continuous", pace=0.01 if in_flight else 0.0)
         job = make_job(fake.base_url, [SOLVE], in_flight=in_flight)
         results[in_flight] = await engine_for(job, fake.base_url).run_sample(item())
         await asyncio.sleep(0.05)
