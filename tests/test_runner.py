@@ -69,7 +69,9 @@ async def test_early_exit_closes_the_stream(fake: FakeEndpoint) -> None:
     assert entry.count_source == "server_usage"
     await asyncio.sleep(0.1)
     assert fake.seen.sent[0] <= len(SOLUTION) + 1 < len(SOLUTION + RAMBLING)
-    assert entry.completion_tokens == fake.seen.sent[0]
+    # (exact server/ledger equality is checked against the replay endpoint, which counts a
+    # token only once written; this scripted server counts it when handed to Starlette)
+    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
     assert entry.tokens_saved == 100 - entry.completion_tokens
 
 
