@@ -98,6 +98,9 @@ class Validator(ABC):
     Params: ClassVar[type[BaseModel]] = NoParams
     #: Stage kinds the validator makes sense for ("problem", "solve").
     stage_kinds: ClassVar[frozenset[str]] = frozenset({"solve"})
+    #: Every reason code its faults can carry (the quality gate checks stored codes against
+    #: the union of these).
+    reason_codes: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
