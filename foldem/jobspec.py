@@ -130,8 +130,9 @@ class ValidatorRef(_Strict):
 
 class Stage(_Strict):
     name: str
-    kind: Literal["problem", "solve"] = Field("solve", description="problem: S1, generate a "
-                                              "problem from a seed; solve: answer the problem.")
+    kind: Literal["problem", "solve", "judge"] = Field(
+        "solve", description="problem: S1, generate a problem from a seed; solve: answer it; "
+        "judge: S4, a model scores the solution 1-5 ({solution} in the template).")
     endpoint: str | None = Field(None, description="Endpoint name; default: the first.")
     system: str | None = Field(None, description="System message.")
     template: str = Field(description="User message; fields: {problem}, {seed}, {reference}.")
@@ -144,6 +145,8 @@ class Stage(_Strict):
     expected_tokens: int | None = Field(None, ge=1, description="Expected completion length; "
                                         "used by fraction checkpoints and tokens-saved figures.")
     max_tokens: int | None = Field(None, ge=1, description="Overrides sampling.max_tokens.")
+    accept_at: int = Field(3, ge=1, le=5, description="judge stages: accept scores >= this "
+                           "(the paper: 3).")
 
     @field_validator("template")
     @classmethod
@@ -198,8 +201,12 @@ class JobSpec(_Strict):
                 raise ValueError(f"stages[{i}].endpoint {st.endpoint!r} is not one of {names}")
             if st.kind == "problem" and i != 0:
                 raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
-        if self.stages[-1].kind != "solve":
-            raise ValueError("the last stage must be a 'solve' stage")
+        kinds = [s.kind for s in self.stages]
+        if "solve" not in kinds:
+            raise ValueError("a job needs a 'solve' stage")
+        for i, kind in enumerate(kinds):
+            if kind == "judge" and "solve" not in kinds[:i]:
+                raise ValueError(f"stages[{i}]: a 'judge' stage must follow a 'solve' stage")
         return self
 
     def endpoint_for(self, stage: Stage) -> Endpoint:

@@ -16,6 +16,7 @@ from foldem.errors import EndpointError
 from foldem.jobspec import JobSpec, Stage
 from tasks.checkpoints import CheckpointSplitter
 from tasks.client import CallStats, EndpointClient
+from tasks.judge import parse_judge_score
 from tasks.models import (
     AbortReason,
     LedgerEntry,
@@ -57,6 +58,18 @@ def _judge_rest(policy: StagePolicy, checkpoints: list[Checkpoint]) -> Decision:
         if decision.action is Action.REJECT:
             return decision
     return Decision(Action.CONTINUE, None, decision.utility, policy.final_answer)
+
+
+def _judge_verdict(stage: Stage, reply: str) -> RejectionRecord | None:
+    """A judge stage's rejection, or None when its score reaches `accept_at`."""
+    score = parse_judge_score(reply)
+    if score is not None and score >= stage.accept_at:
+        return None
+    reason, detail = (("judge_unparseable", f"no 1-5 score in the judge's reply: {reply[:200]!r}")
+                      if score is None else
+                      ("low_judge_score", f"judge scored {score} (accepts at {stage.accept_at})"))
+    return RejectionRecord(stage=stage.name, checkpoint=0, validator="judge", reason_code=reason,
+                           detail=detail)
 
 
 @dataclass(slots=True)
@@ -157,7 +170,7 @@ class Engine:
     async def run_sample(self, item: WorkItem) -> SampleResult:
         prompt = item.prompt
         fields = {"problem": prompt.text, "seed": prompt.text,
-                  "reference": prompt.reference_answer or ""}
+                  "reference": prompt.reference_answer or "", "solution": ""}
         seed = item.sample_index if self.job.sampling.seed_per_sample else None
         result = SampleResult(run_id=self.run_id, prompt_id=prompt.prompt_id,
                               sample_index=item.sample_index, status="accepted",
@@ -181,7 +194,11 @@ class Engine:
             if stage.kind == "problem":
                 fields["problem"] = out.text.strip()
                 result.problem = fields["problem"]
-            else:
+            elif stage.kind == "solve":
+                fields["solution"] = out.text
                 result.final_answer = out.final_answer
                 result.early_exit = out.aborted
+            elif (verdict := _judge_verdict(stage, out.text)) is not None:
+                result.status, result.rejection = "rejected", verdict
+                return result
         return result

@@ -25,6 +25,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from foldem.errors import ConfigError, FoldemError
+from foldem.replay.judge import is_judge_request, judgement, quoted_trace
 from foldem.replay.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -44,7 +45,7 @@ from foldem.replay.protocol import (
     RequestStats,
     Usage,
 )
-from foldem.replay.traces import ANY_GENERATOR, TokenChunks, TraceLibrary
+from foldem.replay.traces import ANY_GENERATOR, TokenChunks, TraceLibrary, tokenize_chunks
 from foldem.tokens import count_tokens, encoding
 
 
@@ -212,14 +213,22 @@ class ReplayState:
                 "no recorded trace matches this prompt: the last user message must contain the "
                 "text of a problem in the loaded trace files", param="messages",
                 code="unknown_problem")
-        trace = self.library.choose(problem, req.model, req.seed)
+        if is_judge_request(req.model):  # an S4 judge prompt: answer with a score
+            quoted = quoted_trace(self.library, problem, user_messages[-1].text)
+            reply, _ = judgement(quoted)
+            trace_id, generator = (quoted.id if quoted else "unknown"), req.model
+            chunks = tokenize_chunks(reply)
+        else:
+            trace = self.library.choose(problem, req.model, req.seed)
+            trace_id, generator = trace.id, trace.generator
+            chunks = self.library.chunks_of(trace)
         record = RequestStats(
-            request_id=f"chatcmpl-{uuid.uuid4().hex}", model=req.model, trace_id=trace.id,
-            generator=trace.generator, started_at=_now(),
+            request_id=f"chatcmpl-{uuid.uuid4().hex}", model=req.model, trace_id=trace_id,
+            generator=generator, started_at=_now(),
             prompt_tokens=sum(count_tokens(m.text) for m in req.messages))
         self.records.append(record)
-        return ReplayResponse(req, self.library.chunks_of(trace), record,
-                              self.tokens_per_second, self.ignore_disconnect)
+        return ReplayResponse(req, chunks, record, self.tokens_per_second,
+                              self.ignore_disconnect)
 
 
 def create_app(traces: list[Path], tokens_per_second: float = 0,
