@@ -26,9 +26,11 @@ from tasks.prefect_tasks import (
     load_prompts_task,
     prepare_database_task,
     process_shard_task,
+    quality_gate_task,
 )
 from tasks.progress import ProgressBoard
 from tasks.prompts import shard, work_items
+from tasks.quality_gate import gate_failure_message, gate_markdown
 from tasks.reporting import summary_markdown
 from tasks.run_context import RunContext, close_context, open_context
 
@@ -101,13 +103,24 @@ async def generate(job_path: str, run_id: str | None = None,
         finally:
             session_tokens = ctx.engine.session_completion_tokens
             await close_context(run_id)
-    summary = complete_run_task(db_url, run_id, "failed" if failures else "completed")
+    status = "failed" if failures else "completed"
+    gate = None
+    if not failures and job.quality_gate.enabled:
+        gate = quality_gate_task(db_url, run_id, job.quality_gate)
+        await acreate_markdown_artifact(gate_markdown(gate), key=f"{_slug(job.name)}-quality-gate",
+                                        description=f"quality gate of run {run_id}")
+        if not gate.passed:
+            status = "quarantined"  # the data stays in Postgres for inspection; no export
+            logger.warning(gate_failure_message(gate))
+    summary = complete_run_task(db_url, run_id, status)
     summary.server_tokens_sent = server_tokens
+    summary.quality_gate = None if gate is None else (
+        "passed" if gate.passed else gate_failure_message(gate))
     if server_tokens is not None and server_tokens != session_tokens:
         logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
                        f"the replay endpoint says it sent {server_tokens}")
     export_path = Path(job.export.path.format(job=job.name, run_id=run_id))
-    exported = export_task(db_url, run_id, export_path) if not failures else 0
+    exported = export_task(db_url, run_id, export_path) if status == "completed" else 0
     await acreate_markdown_artifact(
         summary_markdown(summary, job_name=job.name, export_path=export_path if exported else None),
         key=f"{_slug(job.name)}-summary", description=f"summary of run {run_id}")

@@ -168,6 +168,29 @@ class Export(_Strict):
                       "{job} and {run_id} are filled in. Relative to the working directory.")
 
 
+class QualityGateSettings(_Strict):
+    """The job spec's `quality_gate:` section."""
+
+    enabled: bool = True
+    acceptance_bounds: dict[str, tuple[float, float]] = Field(
+        default_factory=dict, description="Per stage name: the allowed [min, max] share of the "
+        "samples accepted among those accepted or rejected at the stage (endpoint failures do "
+        "not count). A stage not listed is not bounded.")
+    extra_reason_codes: list[str] = Field(
+        default_factory=list, description="Reason codes to accept besides those the validators "
+        "declare (e.g. from a custom validator that does not list its reason_codes).")
+
+    @field_validator("acceptance_bounds")
+    @classmethod
+    def _bounds_are_shares(cls, bounds: dict[str, tuple[float, float]]
+                           ) -> dict[str, tuple[float, float]]:
+        for stage, (low, high) in bounds.items():
+            if not 0.0 <= low <= high <= 1.0:
+                raise ValueError(f"acceptance_bounds[{stage!r}] must be [min, max] with "
+                                 f"0 <= min <= max <= 1, got [{low}, {high}]")
+        return bounds
+
+
 class JobSpec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     description: str = ""
@@ -184,6 +207,7 @@ class JobSpec(_Strict):
     database_url: str | None = Field(None, description="Postgres URL; DATABASE_URL overrides; "
                                      "unset: embedded Postgres.")
     export: Export = Field(default_factory=lambda: Export())
+    quality_gate: QualityGateSettings = Field(default_factory=lambda: QualityGateSettings())
 
     # Set by load_job, not by the YAML: where relative paths resolve from.
     base_dir: Path = Field(default=Path("."), exclude=True)
@@ -201,6 +225,10 @@ class JobSpec(_Strict):
                 raise ValueError(f"stages[{i}].endpoint {st.endpoint!r} is not one of {names}")
             if st.kind == "problem" and i != 0:
                 raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
+        unknown = set(self.quality_gate.acceptance_bounds) - {*stage_names, "dedup"}
+        if unknown:
+            raise ValueError(f"quality_gate.acceptance_bounds names unknown stage(s) "
+                             f"{sorted(unknown)}; stages: {stage_names}")
         kinds = [s.kind for s in self.stages]
         if "solve" not in kinds:
             raise ValueError("a job needs a 'solve' stage")

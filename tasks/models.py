@@ -113,3 +113,4 @@ class RunSummary(_Model):
     rejections_by_stage: dict[str, int] = Field(default_factory=dict)
     calls: int = 0
     aborted_calls: int = 0
+    quality_gate: str | None = None  # "passed", the failure message, or None when not run

@@ -9,10 +9,12 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from foldem.jobspec import JobSpec
+from foldem.jobspec import JobSpec, QualityGateSettings
 from tasks import run_io
+from tasks.db import get_engine, session_scope
 from tasks.models import Prompt, RunSummary, SampleResult, WorkItem
 from tasks.prompts import load_prompts
+from tasks.quality_gate import GateResult, run_quality_gate, save_gate_result
 from tasks.run_context import get_context
 from tasks.shard import process_items
 
@@ -56,6 +58,16 @@ async def process_shard_task(run_id: str, shard_no: int,
 @task(name="complete-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def complete_run_task(database_url: str, run_id: str, status: str) -> RunSummary:
     return run_io.complete_run(database_url, run_id=run_id, status=status)
+
+
+@task(name="quality-gate", retries=1, retry_delay_seconds=3, cache_policy=NONE)
+def quality_gate_task(database_url: str, run_id: str,
+                      settings: QualityGateSettings) -> GateResult:
+    """Great Expectations over the run's rows; the result is stored with the run."""
+    result = run_quality_gate(database_url, run_id=run_id, settings=settings)
+    with session_scope(get_engine(database_url)) as session:
+        save_gate_result(session, result=result)
+    return result
 
 
 @task(name="export", retries=1, cache_policy=NONE)

@@ -54,6 +54,8 @@ def summary_text(s: RunSummary) -> str:
     if s.server_tokens_sent is not None:
         out.append(f"  replay endpoint sent {s.server_tokens_sent:,} completion tokens "
                    "this session")
+    if s.quality_gate is not None:
+        out.append(f"  quality gate: {s.quality_gate}")
     if s.rejections_by_validator:
         out.append("  rejections by validator:")
         out += [f"    {k:<{width}} {v:>6,}" for k, v in sorted(

@@ -115,3 +115,13 @@ ledger = Table(
     Column("error", Text, nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
 )
+
+quality_gate_results = Table(
+    "quality_gate_results", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("result", JSONB, nullable=False),
+    UniqueConstraint("run_id", "checked_at", name="uq_quality_gate_results_run_checked"),
+)

@@ -20,7 +20,7 @@ from tasks import db
 from tasks.schema import metadata
 from tasks.storage import start_run
 
-VIEWS = {p.stem for p in (PROJECT_ROOT / "sql" / "views").glob("*.sql")}
+VIEWS = {p.stem for p in (PROJECT_ROOT / "sql" / "views").rglob("*.sql")}
 TABLES = set(metadata.tables)
 
 

@@ -52,6 +52,8 @@ class AnswerMarkerParams(BaseModel):
 @register
 class AnswerMarker(Validator):
     name = "answer_marker"
+    reason_codes = frozenset({"duplicate_answer_marker", "premature_answer_marker",
+                              "reasoning_after_answer"})
     description = ("A final-answer marker before the reasoning, reasoning continued after it, or "
                    "a second marker with a different answer.")
     Params = AnswerMarkerParams

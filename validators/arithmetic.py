@@ -347,6 +347,7 @@ class _ArithmeticSession(ValidatorSession):
 @register
 class ArithmeticValidator(Validator):
     name = "arithmetic"
+    reason_codes = frozenset({"arithmetic_error"})
     description = ("Equations written in the reasoning (calculator annotations, prose, LaTeX) "
                    "must hold exactly, within the precision the result is written in.")
     Params = ArithmeticParams

@@ -35,6 +35,7 @@ class FinalAnswerParams(BaseModel):
 @register
 class FinalAnswer(Validator):
     name = "final_answer"
+    reason_codes = frozenset({"no_final_answer", "unparseable_answer"})
     description = ("S3 convergence: reports the final answer once a complete step holds one (for "
                    "early exit); at the end of the stream, faults a missing or unparseable answer.")
     Params = FinalAnswerParams

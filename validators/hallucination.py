@@ -120,6 +120,7 @@ class HallucinationParams(BaseModel):
 @register
 class Hallucination(Validator):
     name = "hallucination"
+    reason_codes = frozenset({"hallucination_phrase"})
     description = ("Phrases signalling a refusal, chat meta-talk, or a problem declared "
                    "unanswerable (configurable list, case-insensitive, whole words).")
     Params = HallucinationParams

@@ -21,6 +21,7 @@ class LengthBudgetParams(BaseModel):
 @register
 class LengthBudget(Validator):
     name = "length_budget"
+    reason_codes = frozenset({"over_length_budget"})
     description = "Rejects a generation once it exceeds k times the expected number of tokens."
     Params = LengthBudgetParams
 

@@ -88,6 +88,7 @@ class _MagnitudeSession(ValidatorSession):
 @register
 class MagnitudeValidator(Validator):
     name = "magnitude"
+    reason_codes = frozenset({"implausible_magnitude"})
     description = ("Numbers far larger than the problem's (over 100x its largest, or over "
                    "10,000,000) signal a runaway calculation.")
     Params = MagnitudeParams
@@ -175,6 +176,7 @@ class _NegativeSession(ValidatorSession):
 @register
 class NegativeValuesValidator(Validator):
     name = "negative_values"
+    reason_codes = frozenset({"unexpected_negative"})
     description = ("A negative result where the problem has no negative numbers and nothing "
                    "that makes one natural (temperatures, debts, equations).")
     Params = NegativeParams

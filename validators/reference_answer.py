@@ -26,6 +26,7 @@ class ReferenceAnswerParams(BaseModel):
 @register
 class ReferenceAnswer(Validator):
     name = "reference_answer"
+    reason_codes = frozenset({"wrong_answer"})
     description = "Rejects as soon as a final answer is written that differs from the reference."
     Params = ReferenceAnswerParams
 

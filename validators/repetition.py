@@ -57,6 +57,7 @@ class RepetitionParams(BaseModel):
 @register
 class Repetition(Validator):
     name = "repetition"
+    reason_codes = frozenset({"degenerate_run", "repeated_phrase", "repeated_step"})
     description = ("Repetition loops: a step repeated, a phrase looping in the recent window, or "
                    "a degenerate character run.")
     Params = RepetitionParams

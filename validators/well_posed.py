@@ -58,6 +58,7 @@ class WellPosedParams(BaseModel):
 @register
 class WellPosed(Validator):
     name = "well_posed"
+    reason_codes = frozenset({"not_a_question", "not_english", "too_long", "too_short"})
     description = "S1 gate: the problem is a question of min-max words in English."
     Params = WellPosedParams
     stage_kinds = frozenset({"problem"})

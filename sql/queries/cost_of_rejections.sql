@@ -1,0 +1,17 @@
+-- What did each validator's rejections cost in a run: how many completion tokens went into the
+-- samples it rejected, how many of those rejections cut the stream in flight, and how many
+-- tokens cutting saved (estimated from the stage's expected length)?
+--   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/cost_of_rejections.sql
+SELECT
+    r.stage,
+    r.validator,
+    count(*)                                                    AS rejections,
+    count(*) FILTER (WHERE l.aborted)                           AS cut_in_flight,
+    coalesce(sum(l.completion_tokens), 0)                       AS completion_tokens_spent,
+    round(avg(l.completion_tokens))                             AS avg_tokens_per_rejection,
+    coalesce(sum(l.tokens_saved), 0)                            AS tokens_saved
+FROM rejections AS r
+LEFT JOIN ledger AS l USING (run_id, prompt_id, sample_index, stage)
+WHERE r.run_id = :'run_id'
+GROUP BY r.stage, r.validator
+ORDER BY completion_tokens_spent DESC, r.validator;
