@@ -22,6 +22,7 @@ from tasks.models import RunSummary, WorkItem
 from tasks.prefect_tasks import (
     begin_run_task,
     complete_run_task,
+    dedup_task,
     export_task,
     load_prompts_task,
     prepare_database_task,
@@ -104,6 +105,7 @@ async def generate(job_path: str, run_id: str | None = None,
             session_tokens = ctx.engine.session_completion_tokens
             await close_context(run_id)
     status = "failed" if failures else "completed"
+    dedup = dedup_task(db_url, run_id, job.dedup) if not failures and job.dedup.enabled else None
     gate = None
     if not failures and job.quality_gate.enabled:
         gate = quality_gate_task(db_url, run_id, job.quality_gate)
@@ -116,13 +118,16 @@ async def generate(job_path: str, run_id: str | None = None,
     summary.server_tokens_sent = server_tokens
     summary.quality_gate = None if gate is None else (
         "passed" if gate.passed else gate_failure_message(gate))
+    summary.near_duplicates_removed = None if dedup is None else (
+        dedup.removed_within_run + dedup.removed_against_earlier)
     if server_tokens is not None and server_tokens != session_tokens:
         logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
                        f"the replay endpoint says it sent {server_tokens}")
-    export_path = Path(job.export.path.format(job=job.name, run_id=run_id))
-    exported = export_task(db_url, run_id, export_path) if status == "completed" else 0
+    manifest = export_task(db_url, run_id, job) if status == "completed" else None
+    summary.exported_to = None if manifest is None else str(
+        Path(job.export.dir.format(job=job.name, run_id=run_id)))
     await acreate_markdown_artifact(
-        summary_markdown(summary, job_name=job.name, export_path=export_path if exported else None),
+        summary_markdown(summary, job_name=job.name),
         key=f"{_slug(job.name)}-summary", description=f"summary of run {run_id}")
     if failures:
         raise failures[0]

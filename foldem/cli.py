@@ -60,6 +60,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"\"SELECT * FROM run_overview WHERE run_id = '{summary.run_id}'\"")
     print("  (more queries in sql/queries/; resume this run with "
           f"`foldem run {args.job} --run-id {summary.run_id}`)")
+    if summary.status == "quarantined":
+        print("\nThe run is quarantined: the quality gate failed (see above for which "
+              "expectation and the query that shows the failing rows). Its data stays in "
+              "Postgres; nothing was exported.", file=sys.stderr)
     return 0 if summary.status == "completed" else 1
 
 
@@ -89,11 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validators", help="list the available validators")
     val.set_defaults(func=cmd_validators)
 
+    from foldem.bench_cli import register as register_bench
     from foldem.db_cli import register as register_db
     from foldem.replay.cli import register as register_replay
+    from foldem.report_cli import register as register_report
 
     register_db(sub)
     register_replay(sub)
+    register_bench(sub)
+    register_report(sub)
     return parser
 
 

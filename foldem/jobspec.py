@@ -164,8 +164,28 @@ class Stage(_Strict):
 
 
 class Export(_Strict):
-    path: str = Field("out/{job}-{run_id}.jsonl", description="Accepted samples as JSONL; "
-                      "{job} and {run_id} are filled in. Relative to the working directory.")
+    dir: str = Field("out/{job}-{run_id}", description="Where the accepted samples go "
+                     "(chat.*, plain.*, manifest.json); {job} and {run_id} are filled in. "
+                     "Relative to the working directory.")
+    formats: list[Literal["jsonl", "parquet"]] = Field(["jsonl", "parquet"], min_length=1)
+    system_prompt: str | None = Field(None, description="System message of the chat form.")
+
+
+class DedupSettings(_Strict):
+    """The job spec's `dedup:` section."""
+
+    enabled: bool = True
+    threshold: float = Field(0.85, gt=0, le=1, description="Remove a sample whose estimated "
+                             "Jaccard similarity with a kept one is at least this.")
+    num_perm: int = Field(128, ge=16, le=1024, description="MinHash permutations.")
+    shingle: int = Field(5, ge=1, le=32, description="Word n-gram size.")
+    field: Literal["solution", "problem"] = Field(
+        "solution", description="solution: the last solve stage's text; problem: the problem "
+        "(then every sample of a prompt after the first is a duplicate).")
+    against_earlier_runs: bool = Field(True, description="Also remove samples that duplicate "
+                                       "samples kept by earlier completed runs.")
+
+
 
 
 class QualityGateSettings(_Strict):
@@ -207,6 +227,7 @@ class JobSpec(_Strict):
     database_url: str | None = Field(None, description="Postgres URL; DATABASE_URL overrides; "
                                      "unset: embedded Postgres.")
     export: Export = Field(default_factory=lambda: Export())
+    dedup: DedupSettings = Field(default_factory=lambda: DedupSettings())
     quality_gate: QualityGateSettings = Field(default_factory=lambda: QualityGateSettings())
 
     # Set by load_job, not by the YAML: where relative paths resolve from.

@@ -50,10 +50,17 @@ class CheckpointSplitter:
 
     def push(self, text: str, tokens: int = 1) -> list[Checkpoint]:
         """Add one chunk (`tokens` tokens of `text`); return the checkpoints it completes."""
-        out: list[Checkpoint] = []
         self._text_parts.append(text)
         self._tokens += tokens
         sep = self.separator
+        # Most pushes end no step, overflow nothing and reach no fraction: just keep the text.
+        # (A separator ending in this chunk lies in it or starts in the tail's last len-1 chars.)
+        if (len(self._buf) + len(text) <= MAX_STEP_CHARS and sep not in text
+                and (len(sep) == 1 or sep not in self._buf[1 - len(sep):] + text[:len(sep) - 1])
+                and not (self.thresholds and self._tokens >= self.thresholds[0])):
+            self._buf += text
+            return []
+        out: list[Checkpoint] = []
         # Only the old tail's last len(sep)-1 chars can join with new text into a separator.
         start = max(0, len(self._buf) - len(sep) + 1)
         self._buf += text

@@ -114,3 +114,5 @@ class RunSummary(_Model):
     calls: int = 0
     aborted_calls: int = 0
     quality_gate: str | None = None  # "passed", the failure message, or None when not run
+    near_duplicates_removed: int | None = None  # None when dedup did not run
+    exported_to: str | None = None  # the export directory, when the run was exported

@@ -9,9 +9,11 @@ from pathlib import Path
 from prefect import task
 from prefect.cache_policies import NONE
 
-from foldem.jobspec import JobSpec, QualityGateSettings
+from foldem.jobspec import DedupSettings, JobSpec, QualityGateSettings
 from tasks import run_io
 from tasks.db import get_engine, session_scope
+from tasks.dedup import DedupResult, dedup_run
+from tasks.export import ExportManifest, export_run
 from tasks.models import Prompt, RunSummary, SampleResult, WorkItem
 from tasks.prompts import load_prompts
 from tasks.quality_gate import GateResult, run_quality_gate, save_gate_result
@@ -70,6 +72,14 @@ def quality_gate_task(database_url: str, run_id: str,
     return result
 
 
+@task(name="dedup", retries=1, retry_delay_seconds=3, cache_policy=NONE)
+def dedup_task(database_url: str, run_id: str, settings: DedupSettings) -> DedupResult:
+    """MinHash near-duplicate removal over the run's accepted samples (idempotent)."""
+    return dedup_run(database_url, run_id=run_id, settings=settings)
+
+
 @task(name="export", retries=1, cache_policy=NONE)
-def export_task(database_url: str, run_id: str, path: Path) -> int:
-    return run_io.export_accepted(database_url, run_id=run_id, path=path)
+def export_task(database_url: str, run_id: str, job: JobSpec) -> ExportManifest:
+    out_dir = Path(job.export.dir.format(job=job.name, run_id=run_id))
+    return export_run(database_url, run_id=run_id, out_dir=out_dir,
+                      system_prompt=job.export.system_prompt, formats=job.export.formats)

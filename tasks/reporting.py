@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from tasks.models import RunSummary
 
 
@@ -11,7 +9,7 @@ def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "-"
 
 
-def summary_markdown(s: RunSummary, *, job_name: str, export_path: Path | None) -> str:
+def summary_markdown(s: RunSummary, *, job_name: str) -> str:
     lines = [
         f"# foldem run `{s.run_id}` ({job_name}): {s.status}", "",
         "| samples | accepted | rejected | failed |", "|---:|---:|---:|---:|",
@@ -34,8 +32,13 @@ def summary_markdown(s: RunSummary, *, job_name: str, export_path: Path | None) 
     if s.server_tokens_sent is not None:
         lines.append(f"Replay endpoint sent {s.server_tokens_sent:,} completion tokens "
                      "this session.")
-    if export_path is not None:
-        lines.append(f"Accepted samples exported to `{export_path}`.")
+    if s.near_duplicates_removed is not None:
+        lines.append(f"Near-duplicates removed: {s.near_duplicates_removed}.")
+    if s.quality_gate is not None:
+        lines.append(f"Quality gate: {s.quality_gate}")
+    if s.exported_to is not None:
+        lines.append(f"Accepted samples exported to `{s.exported_to}` (JSONL/Parquet, chat and "
+                     "plain forms, manifest.json).")
     return "\n".join(lines)
 
 
@@ -54,8 +57,12 @@ def summary_text(s: RunSummary) -> str:
     if s.server_tokens_sent is not None:
         out.append(f"  replay endpoint sent {s.server_tokens_sent:,} completion tokens "
                    "this session")
+    if s.near_duplicates_removed is not None:
+        out.append(f"  near-duplicates removed: {s.near_duplicates_removed}")
     if s.quality_gate is not None:
         out.append(f"  quality gate: {s.quality_gate}")
+    if s.exported_to is not None:
+        out.append(f"  exported to {s.exported_to}/ (chat and plain forms, manifest.json)")
     if s.rejections_by_validator:
         out.append("  rejections by validator:")
         out += [f"    {k:<{width}} {v:>6,}" for k, v in sorted(

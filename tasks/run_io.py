@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 from collections.abc import Sequence
-from pathlib import Path
 
 from foldem import PROJECT_ROOT, __version__
 from foldem.jobspec import JobSpec
@@ -59,27 +57,3 @@ def complete_run(database_url: str, *, run_id: str, status: str) -> RunSummary:
         finish_run(session, run_id=run_id, status=status)
     with session_scope(get_engine(database_url)) as session:
         return summarize_run(session, run_id=run_id)
-
-
-def export_accepted(database_url: str, *, run_id: str, path: Path) -> int:
-    """Write the run's accepted samples as JSONL (problem, solution, answer); return the count."""
-    from sqlalchemy import text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    n = 0
-    with session_scope(get_engine(database_url)) as session, tmp.open("w") as out:
-        rows = session.execute(text(
-            "SELECT prompt_id, sample_index, problem, stage_texts, final_answer, reference_answer "
-            "FROM samples WHERE run_id = :run_id AND status = 'accepted' "
-            "ORDER BY prompt_id, sample_index"), {"run_id": run_id})
-        for r in rows:
-            stages = r.stage_texts or []
-            out.write(json.dumps({
-                "run_id": run_id, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
-                "problem": r.problem, "solution": stages[-1]["text"] if stages else "",
-                "answer": r.final_answer, "reference_answer": r.reference_answer,
-            }, ensure_ascii=False) + "\n")
-            n += 1
-    tmp.replace(path)
-    return n

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Integer,
+    LargeBinary,
     MetaData,
     Table,
     Text,
@@ -124,4 +125,16 @@ quality_gate_results = Table(
     Column("passed", Boolean, nullable=False),
     Column("result", JSONB, nullable=False),
     UniqueConstraint("run_id", "checked_at", name="uq_quality_gate_results_run_checked"),
+)
+
+sample_signatures = Table(
+    "sample_signatures", metadata,
+    Column("run_id", Text, primary_key=True), Column("prompt_id", Text, primary_key=True),
+    Column("sample_index", Integer, primary_key=True), Column("field", Text, primary_key=True),
+    Column("shingle", Integer, primary_key=True), Column("num_perm", Integer, primary_key=True),
+    Column("scheme", Text, primary_key=True), Column("hashvalues", LargeBinary, nullable=False),
+    _created_at(),
+    ForeignKeyConstraint(["run_id", "prompt_id", "sample_index"],
+                         ["samples.run_id", "samples.prompt_id", "samples.sample_index"],
+                         name="fk_sample_signatures_sample", ondelete="CASCADE"),
 )

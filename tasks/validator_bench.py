@@ -1,52 +1,86 @@
-"""Measure validators over recorded traces: how often each fires, on which traces, how early,
-and how fast — the figures behind choosing a validator's default mode (hard, soft or off).
+"""Measure validators on recorded traces streamed as a live generation would be: how often each
+fires, on which traces, how early, and how fast (`foldem bench validators`, docs/VALIDATORS.md).
 
-Each trace is streamed as a generation would be: its steps (with the trace's separator) are
-pushed through a `CheckpointSplitter`, and every validator's session is fed each checkpoint
-until it fires (a rejection stops that validator, as the runner would). A validator fires when
-a verdict scores below 1. Traces are grouped by their labels:
+Each trace's text is cut into o200k_base tokens beforehand (untimed) and pushed `tokens_per_push`
+tokens at a time through a `CheckpointSplitter` with the trace's separator; every checkpoint is
+judged by a `StagePolicy`, the runner's own policy, with the trace's problem, reference answer and
+`expected_tokens` = the median token count of the trace's file (a stage-level expected length, as
+a job spec sets it). One process, one thread; times are CPU time of the process, so waiting for
+a core on a busy machine is not counted (the load average is recorded with the figures).
 
-- clean: `first_error_step == -1` (no step is wrong): every firing is a false rejection;
-- wrong_step: `first_error_step >= 0`; `fired_before_error` counts firings at an earlier step;
-- correct_answer / wrong_answer: `final_answer_correct` (the only label of unlabelled files).
+Two passes over every trace. The set: all validators in one policy, stopped at the first REJECT
+as the runner closes the stream there; its time from opening the sessions to the decision,
+splitter included, gives `tokens_per_second` (tokens streamed / time) and the slowest checkpoint.
+Each validator alone, in its own policy over the same checkpoints: whether it would reject by
+itself, where, and its own feed time. Early exit is off, so every validator reads the whole trace
+and its firings bound from above what a stage with early exit would reject.
 
-`measure()` returns a plain dict (the `BenchReport` model dumped) for CLIs and notebooks.
+Labels: clean (`first_error_step == -1`: every firing is a false rejection); wrong_step
+(`first_error_step >= 0`; `fired_before_error` counts firings at an earlier step, which did not
+see the labelled error); correct_answer / wrong_answer (`final_answer_correct`).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from foldem.replay.traces import Trace, load_traces
+from foldem.replay.traces import Trace, load_traces, tokenize_chunks
 from tasks.checkpoints import CheckpointSplitter
-from validators.base import ProblemContext, Validator, ValidatorSession, Verdict
+from tasks.policy import Action, ConfiguredValidator, StagePolicy
+from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.defaults import DEFAULT_SOLVE_VALIDATORS
 from validators.registry import build
 
-COMBINED = "any"  # the row for "some validator of the set fired"
+COMBINED = "any"  # the row of the whole set, as its policy judges it
+_clock = time.process_time
+Mode = Literal["hard", "soft"]
 
 
-def _token_counter() -> tuple[Callable[[str], int], Literal["o200k_tokens", "chars"]]:
-    try:
-        from foldem.tokens import count_tokens
-    except ImportError:  # the tokenizer module is optional for this measurement
-        return len, "chars"
-    return count_tokens, "o200k_tokens"
+class ValidatorSetting(BaseModel):
+    name: str
+    mode: Mode = "hard"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class BenchSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    validators: list[ValidatorSetting]
+    threshold: float = Field(0.5, ge=0, le=1)
+    every_step: bool = True
+    fractions: list[float] = Field(default_factory=list)
+    tokens_per_push: int = Field(1, ge=1)
+    early_exit: Literal[False] = False
+    expected_tokens: str = "median o200k token count of the trace's file"
+    clock: str = "process CPU time (time.process_time), one process, one thread"
+
+
+class Machine(BaseModel):
+    cores: int | None
+    load_average_before: list[float]
+    load_average_after: list[float] = Field(default_factory=list)
+    python: str = platform.python_version()
+    platform: str = platform.platform()
 
 
 class ValidatorFigures(BaseModel):
-    """How one validator (or the combined set) behaved over one scope of traces."""
+    """How one validator (or the set, `COMBINED`) behaved over one scope of traces."""
 
     model_config = ConfigDict(extra="forbid")
 
     validator: str
     scope: str  # a trace file's name, or "all"
+    mode: str | None = None
     traces: int = 0
     fired: int = 0
     clean: int = 0
@@ -58,91 +92,173 @@ class ValidatorFigures(BaseModel):
     fired_correct_answer: int = 0
     wrong_answer: int = 0
     fired_wrong_answer: int = 0
-    errors: int = 0  # feed() raised (a validator bug; counted as not fired)
-    median_fraction_at_fire: float | None = None
+    false_rejection_rate: float | None = None  # fired_clean / clean
+    fire_rate_correct_answer: float | None = None
+    fire_rate_wrong_step: float | None = None
+    fire_rate_wrong_answer: float | None = None
+    errors: int = 0  # feed() raised: a validator bug, skipped by the policy
+    median_fraction_at_fire: float | None = None  # of the trace's tokens streamed when it fired
     fractions_at_fire: list[float] = Field(default_factory=list, exclude=True)
     reasons: dict[str, int] = Field(default_factory=dict)
-    units_fed: int = 0  # tokens (or chars) of the checkpoints fed to the validator
+    tokens_fed: int = 0
     seconds: float = 0.0
-    units_per_second: float | None = None
+    tokens_per_second: float | None = None
+    slowest_checkpoint_ms: float = 0.0
+
+
+class FileFigures(BaseModel):
+    file: str
+    traces: int
+    tokens: int  # o200k tokens of the traces' text
+    expected_tokens: int | None
+    tokens_streamed: int  # by the set, up to each rejection
+    seconds: float
+    tokens_per_second: float | None
+    slowest_checkpoint_ms: float
+    false_rejection_rate: float | None
+
+
+class SlowestCheckpoint(BaseModel):
+    ms: float = 0.0
+    trace_id: str = ""
+    checkpoint: int = 0
+    chars: int = 0  # of new text in the checkpoint
 
 
 class BenchReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     trace_files: list[str]
-    unit: Literal["o200k_tokens", "chars"]
-    rows: list[ValidatorFigures]
+    unit: Literal["o200k_tokens"] = "o200k_tokens"
+    settings: BenchSettings
+    machine: Machine
+    traces: int
+    tokens_streamed: int
+    seconds: float
+    tokens_per_second: float | None
+    streams_per_core_at_100_tokens_per_second: int
+    slowest_checkpoint_ms: float
+    slowest_checkpoint: SlowestCheckpoint
+    false_rejection_rate: float | None  # of the set, on clean traces
+    combined: ValidatorFigures
+    per_validator: dict[str, ValidatorFigures]
+    per_file: list[FileFigures]
+    rows: list[ValidatorFigures]  # every validator and the set, per file and over all files
 
 
-class _TraceOutcome(BaseModel):
+class _TimedSession(ValidatorSession):
+    def __init__(self, inner: ValidatorSession, fig: ValidatorFigures) -> None:
+        self.inner, self.fig, self.seen_tokens = inner, fig, 0
+
+    def feed(self, checkpoint: Checkpoint) -> Verdict:
+        fig = self.fig
+        fig.tokens_fed += checkpoint.tokens_so_far - self.seen_tokens
+        self.seen_tokens = checkpoint.tokens_so_far
+        started = _clock()
+        try:
+            return self.inner.feed(checkpoint)
+        except Exception:
+            fig.errors += 1
+            raise  # the policy contains it, as it does live
+        finally:
+            elapsed_ms = (_clock() - started) * 1000
+            fig.seconds += elapsed_ms / 1000
+            fig.slowest_checkpoint_ms = max(fig.slowest_checkpoint_ms, elapsed_ms)
+
+
+class _Timed(Validator):
+    """A configured validator with its feed time and errors recorded; same verdicts."""
+
+    name = "timed"
+    description = "benchmark wrapper"
+
+    def __init__(self, inner: Validator, fig: ValidatorFigures) -> None:
+        super().__init__(inner.params)
+        self.inner, self.fig = inner, fig
+        self.name = inner.name  # type: ignore[misc]  # the policy names errors after it
+
+    def open(self, ctx: ProblemContext) -> ValidatorSession:
+        return _TimedSession(self.inner.open(ctx), self.fig)
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    trace: Trace
+    chunks: tuple[tuple[str, int], ...]  # (text, tokens) per push
+    total: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
     fired_at_step: int | None = None
     fraction: float | None = None
     reason: str | None = None
-    error: bool = False
 
 
-def _feed_trace(trace: Trace, validators: Mapping[str, Validator],
-                count: Callable[[str], int], figures: Mapping[str, ValidatorFigures]
-                ) -> dict[str, _TraceOutcome]:
-    ctx = ProblemContext(problem=trace.problem, reference_answer=trace.reference_answer)
-    sessions: dict[str, ValidatorSession] = {n: v.open(ctx) for n, v in validators.items()}
-    outcomes = {name: _TraceOutcome() for name in validators}
-    splitter = CheckpointSplitter(separator=trace.separator)
-    chunks = [s + trace.separator for s in trace.steps[:-1]] + trace.steps[-1:]
-    counts = [count(c) for c in chunks]
-    total = max(sum(counts), 1)
-    checkpoints = [cp for chunk, n in zip(chunks, counts, strict=True)
-                   for cp in splitter.push(chunk, n)]
-    checkpoints.append(splitter.close())
-    fed_until = 0
-    for cp in checkpoints:
-        new_units = cp.tokens_so_far - fed_until
-        fed_until = cp.tokens_so_far
-        for name, session in sessions.items():
-            outcome = outcomes[name]
-            if outcome.fired_at_step is not None or outcome.error:
-                continue
-            started = time.perf_counter()
-            try:
-                verdict: Verdict | None = session.feed(cp)
-            except Exception:  # noqa: BLE001 - a raising validator is measured, not fatal
-                verdict = None
-            figures[name].seconds += time.perf_counter() - started
-            figures[name].units_fed += new_units
-            if verdict is None:
-                outcome.error = True
-            elif verdict.score < 1.0:
-                step = verdict.step_index
+def _prepare(path: Path, tokens_per_push: int) -> list[_Prepared]:
+    out = []
+    for trace in load_traces([path]):
+        texts, counts = tokenize_chunks(trace.text)
+        k = tokens_per_push
+        chunks = tuple(("".join(texts[i:i + k]), sum(counts[i:i + k]))
+                       for i in range(0, len(texts), k))
+        out.append(_Prepared(trace, chunks, sum(counts)))
+    return out
+
+
+def _checkpoints(splitter: CheckpointSplitter, p: _Prepared) -> Iterable[Checkpoint]:
+    for text, n in p.chunks:
+        yield from splitter.push(text, n)
+    yield splitter.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Streamer:
+    """How the traces of one file are streamed and judged."""
+
+    settings: BenchSettings
+    expected: int | None
+
+    def splitter(self, trace: Trace) -> CheckpointSplitter:
+        s = self.settings
+        return CheckpointSplitter(separator=trace.separator, every_step=s.every_step,
+                                  fractions=s.fractions, expected_tokens=self.expected)
+
+    def judge(self, p: _Prepared, validators: list[ConfiguredValidator],
+              checkpoints: Iterable[Checkpoint], slowest: SlowestCheckpoint | None = None
+              ) -> _Outcome:
+        ctx = ProblemContext(problem=p.trace.problem, reference_answer=p.trace.reference_answer,
+                             expected_tokens=self.expected)
+        policy = StagePolicy(validators, ctx, threshold=self.settings.threshold, early_exit=False)
+        for cp in checkpoints:
+            started = _clock()
+            decision = policy.judge(cp)
+            elapsed_ms = (_clock() - started) * 1000
+            if slowest is not None and elapsed_ms > slowest.ms:
+                chars = sum(len(st.text) for st in cp.steps) + len(cp.tail)
+                slowest.ms, slowest.trace_id, slowest.checkpoint, slowest.chars = (
+                    elapsed_ms, p.trace.id, cp.index, chars)
+            if decision.action is Action.REJECT:
+                v = decision.verdict
+                step = v.step_index if v is not None else None
                 if step is None:
-                    step = cp.steps[-1].index if cp.steps else len(trace.steps) - 1
-                outcome.fired_at_step = step
-                outcome.fraction = min(cp.tokens_so_far / total, 1.0)
-                outcome.reason = verdict.reason or "unspecified"
-    return outcomes
+                    step = cp.steps[-1].index if cp.steps else len(p.trace.steps) - 1
+                return _Outcome(step, min(cp.tokens_so_far / max(p.total, 1), 1.0),
+                                (v.reason if v is not None else None) or "low_utility")
+        return _Outcome()
 
 
-def _combine(outcomes: Mapping[str, _TraceOutcome]) -> _TraceOutcome:
-    fired = [o for o in outcomes.values() if o.fraction is not None]
-    if not fired:
-        return _TraceOutcome()
-    first = min(fired, key=lambda o: o.fraction or 0.0)
-    return first.model_copy()
-
-
-def _count(fig: ValidatorFigures, trace: Trace, outcome: _TraceOutcome) -> None:
+def _count(fig: ValidatorFigures, trace: Trace, outcome: _Outcome) -> None:
     fired = outcome.fired_at_step is not None
     fig.traces += 1
     fig.fired += fired
-    fig.errors += outcome.error
     if trace.first_error_step == -1:
         fig.clean += 1
         fig.fired_clean += fired
     elif trace.first_error_step is not None:
         fig.wrong_step += 1
         fig.fired_wrong_step += fired
-        if fired and (outcome.fired_at_step or 0) < trace.first_error_step:
-            fig.fired_before_error += 1
+        fig.fired_before_error += fired and (outcome.fired_at_step or 0) < trace.first_error_step
     if trace.final_answer_correct:
         fig.correct_answer += 1
         fig.fired_correct_answer += fired
@@ -151,73 +267,132 @@ def _count(fig: ValidatorFigures, trace: Trace, outcome: _TraceOutcome) -> None:
         fig.fired_wrong_answer += fired
     if fired and outcome.fraction is not None:
         fig.fractions_at_fire.append(outcome.fraction)
-        fig.reasons[outcome.reason or "unspecified"] = fig.reasons.get(
-            outcome.reason or "unspecified", 0) + 1
+        reason = outcome.reason or "unspecified"
+        fig.reasons[reason] = fig.reasons.get(reason, 0) + 1
+
+
+def _rate(fired: int, total: int) -> float | None:
+    return round(fired / total, 4) if total else None
 
 
 def _finish(fig: ValidatorFigures) -> ValidatorFigures:
+    fig.false_rejection_rate = _rate(fig.fired_clean, fig.clean)
+    fig.fire_rate_correct_answer = _rate(fig.fired_correct_answer, fig.correct_answer)
+    fig.fire_rate_wrong_step = _rate(fig.fired_wrong_step, fig.wrong_step)
+    fig.fire_rate_wrong_answer = _rate(fig.fired_wrong_answer, fig.wrong_answer)
     if fig.fractions_at_fire:
         fig.median_fraction_at_fire = round(statistics.median(fig.fractions_at_fire), 4)
     if fig.seconds > 0:
-        fig.units_per_second = round(fig.units_fed / fig.seconds, 1)
+        fig.tokens_per_second = round(fig.tokens_fed / fig.seconds, 1)
+    fig.seconds = round(fig.seconds, 4)
+    fig.slowest_checkpoint_ms = round(fig.slowest_checkpoint_ms, 3)
     fig.reasons = dict(Counter(fig.reasons).most_common())
     return fig
 
 
-def measure_report(validator_names: Sequence[str], trace_files: Sequence[Path | str],
-                   params: Mapping[str, Mapping[str, Any]] | None = None) -> BenchReport:
-    """Figures per validator (and for the set combined), per trace file and over all files.
+def _add_timing(fig: ValidatorFigures, src: ValidatorFigures) -> None:
+    fig.tokens_fed += src.tokens_fed
+    fig.seconds += src.seconds
+    fig.errors += src.errors
+    fig.slowest_checkpoint_ms = max(fig.slowest_checkpoint_ms, src.slowest_checkpoint_ms)
+
+
+def _load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str]) -> BenchReport:
+    """Stream every trace of `trace_files` through checkpoints and policy (see the module doc).
 
     Raises ValidatorLoadError for an unknown validator or bad params, DataNotFoundError /
     InputFormatError for a missing or malformed trace file.
     """
-    validators = {n: build(n, dict((params or {}).get(n, {}))) for n in validator_names}
-    count, unit = _token_counter()
-    paths = [Path(p) for p in trace_files]
-    names = [*validators, COMBINED]
-    rows: dict[tuple[str, str], ValidatorFigures] = {}
-    overall = {n: ValidatorFigures(validator=n, scope="all") for n in names}
-    for path in paths:
-        per_file = {n: ValidatorFigures(validator=n, scope=path.name) for n in names}
-        timing = {n: ValidatorFigures(validator=n, scope="timing") for n in validators}
-        for trace in load_traces([path]):
-            outcomes = _feed_trace(trace, validators, count, timing)
-            outcomes[COMBINED] = _combine(outcomes)
+    built: dict[str, tuple[Validator, Mode]] = {}
+    for setting in settings.validators:  # keyed by the name its verdicts carry
+        validator = build(setting.name, setting.params)
+        key = validator.name if validator.name not in built else setting.name
+        built[key] = (validator, setting.mode)
+    host = Machine(cores=os.cpu_count(), load_average_before=_load())
+    names = [*built, COMBINED]
+    modes: dict[str, str | None] = {n: m for n, (_, m) in built.items()}
+    overall = {n: ValidatorFigures(validator=n, scope="all", mode=modes.get(n)) for n in names}
+    rows: list[ValidatorFigures] = []
+    files: list[FileFigures] = []
+    slowest = SlowestCheckpoint()
+    for path in map(Path, trace_files):
+        prepared = _prepare(path, settings.tokens_per_push)
+        expected = int(statistics.median(p.total for p in prepared)) if prepared else None
+        streamer = _Streamer(settings, expected)
+        per_file = {n: ValidatorFigures(validator=n, scope=path.name, mode=modes.get(n))
+                    for n in names}
+        timing = {n: ValidatorFigures(validator=n, scope="timing") for n in names}
+        the_set = [ConfiguredValidator(v, m) for v, m in built.values()]  # unwrapped, as live
+        alone = {n: [ConfiguredValidator(_Timed(v, timing[n]), m)] for n, (v, m) in built.items()}
+        file_slowest = SlowestCheckpoint()
+        for p in prepared:
+            splitter = streamer.splitter(p.trace)
+            started = _clock()
+            outcomes = {COMBINED: streamer.judge(p, the_set, _checkpoints(splitter, p),
+                                                 file_slowest)}
+            timing[COMBINED].seconds += _clock() - started
+            timing[COMBINED].tokens_fed += splitter.tokens
+            checkpoints = list(_checkpoints(streamer.splitter(p.trace), p))
+            for name, configured in alone.items():
+                outcomes[name] = streamer.judge(p, configured, checkpoints)
             for name in names:
-                _count(per_file[name], trace, outcomes[name])
-                _count(overall[name], trace, outcomes[name])
-        for name in validators:
-            for fig in (per_file[name], overall[name]):
-                fig.seconds += timing[name].seconds
-                fig.units_fed += timing[name].units_fed
-        rows.update({(n, path.name): per_file[n] for n in names})
-    rows.update({(n, "all"): overall[n] for n in names})
-    return BenchReport(trace_files=[str(p) for p in paths], unit=unit,
-                       rows=[_finish(fig) for fig in rows.values()])
+                _count(per_file[name], p.trace, outcomes[name])
+                _count(overall[name], p.trace, outcomes[name])
+        timing[COMBINED].slowest_checkpoint_ms = file_slowest.ms
+        timing[COMBINED].errors = sum(timing[n].errors for n in built)
+        for name in names:
+            _add_timing(per_file[name], timing[name])
+            _add_timing(overall[name], timing[name])
+            rows.append(_finish(per_file[name]))
+        set_row = per_file[COMBINED]
+        files.append(FileFigures(
+            file=path.name, traces=len(prepared), tokens=sum(p.total for p in prepared),
+            expected_tokens=expected, tokens_streamed=set_row.tokens_fed,
+            seconds=set_row.seconds, tokens_per_second=set_row.tokens_per_second,
+            slowest_checkpoint_ms=set_row.slowest_checkpoint_ms,
+            false_rejection_rate=set_row.false_rejection_rate))
+        slowest = max(slowest, file_slowest, key=lambda s: s.ms)
+    rows += [_finish(overall[n]) for n in names]
+    host.load_average_after = _load()
+    combined = overall[COMBINED]
+    slowest.ms = round(slowest.ms, 3)
+    return BenchReport(
+        trace_files=[str(p) for p in trace_files], settings=settings, machine=host,
+        traces=combined.traces, tokens_streamed=combined.tokens_fed, seconds=combined.seconds,
+        tokens_per_second=combined.tokens_per_second,
+        streams_per_core_at_100_tokens_per_second=int((combined.tokens_per_second or 0) / 100),
+        slowest_checkpoint_ms=slowest.ms, slowest_checkpoint=slowest,
+        false_rejection_rate=combined.false_rejection_rate, combined=combined,
+        per_validator={n: overall[n] for n in built}, per_file=files, rows=rows)
+
+
+def settings_for(names: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None = None,
+                 **options: Any) -> BenchSettings:
+    """Each named validator in the mode and with the params the default set gives it (else hard,
+    with its own defaults); `params` replaces a validator's params; `options` are BenchSettings
+    fields (threshold, every_step, fractions, tokens_per_push)."""
+    defaults = {name: (p, mode) for name, p, mode in DEFAULT_SOLVE_VALIDATORS}
+    chosen = []
+    for name in dict.fromkeys(names):
+        p, mode = defaults.get(name, ({}, "hard"))
+        chosen.append(ValidatorSetting.model_validate(
+            {"name": name, "mode": mode, "params": dict((params or {}).get(name, p))}))
+    return BenchSettings(validators=chosen, **options)
+
+
+def measure_report(validator_names: Sequence[str], trace_files: Sequence[Path | str],
+                   params: Mapping[str, Mapping[str, Any]] | None = None,
+                   **options: Any) -> BenchReport:
+    """`run_bench` for validators named as on the command line (see `settings_for`)."""
+    return run_bench(settings_for(validator_names, params, **options), trace_files)
 
 
 def measure(validator_names: Sequence[str], trace_files: Sequence[Path | str],
-            params: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+            params: Mapping[str, Mapping[str, Any]] | None = None,
+            **options: Any) -> dict[str, Any]:
     """`measure_report` as a plain dict (JSON-ready)."""
-    return measure_report(validator_names, trace_files, params).model_dump()
-
-
-def format_table(report: BenchReport) -> str:
-    """A plain-text table of the report, one line per validator and scope."""
-    head = (f"{'validator':<16} {'scope':<28} {'clean FR':>13} {'correct ans':>13} "
-            f"{'wrong step':>13} {'early':>5} {'wrong ans':>13} {'median@':>7} "
-            f"{report.unit + '/s':>16}")
-    lines = [head, "-" * len(head)]
-
-    def cell(fired: int, total: int) -> str:
-        return f"{fired}/{total} {100 * fired / total:4.1f}%" if total else "-"
-
-    for r in report.rows:
-        speed = f"{r.units_per_second:,.0f}" if r.units_per_second else "-"
-        median = f"{r.median_fraction_at_fire:.2f}" if r.median_fraction_at_fire else "-"
-        lines.append(
-            f"{r.validator:<16} {r.scope:<28} {cell(r.fired_clean, r.clean):>13} "
-            f"{cell(r.fired_correct_answer, r.correct_answer):>13} "
-            f"{cell(r.fired_wrong_step, r.wrong_step):>13} {r.fired_before_error:>5} "
-            f"{cell(r.fired_wrong_answer, r.wrong_answer):>13} {median:>7} {speed:>16}")
-    return "\n".join(lines)
+    return measure_report(validator_names, trace_files, params, **options).model_dump()

@@ -77,7 +77,7 @@ def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
     Postgres lives in a state dir outside pytest's tmp tree (see conftest)."""
     require_shared()
     data = job_dict("replay", limit=4, samples=2, name="cli-demo")
-    data["export"] = {"path": "out/{job}.jsonl"}
+    data["export"] = {"dir": "out/{job}"}
     job = write(tmp_path, data)
     res = run_cli(["run", str(job), "--summary-json", "out/summary.json"], tmp_path,
                   fresh_state_dir)
@@ -90,7 +90,7 @@ def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
     assert summary["accepted"] + summary["rejected"] + summary["failed"] == 8
     assert summary["server_tokens_sent"] == summary["completion_tokens"] > 0
     assert "Query the results with SQL" in res.stdout
-    exported = (tmp_path / "out" / "cli-demo.jsonl").read_text().splitlines()
+    exported = (tmp_path / "out" / "cli-demo" / "chat.jsonl").read_text().splitlines()
     assert len(exported) == summary["accepted"]
     db = run_cli(["db", "url"], tmp_path, fresh_state_dir, timeout=60)
     assert db.returncode == 0 and "postgresql" in db.stdout

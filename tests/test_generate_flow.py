@@ -42,7 +42,7 @@ def job_dict(base_url: str, *, limit: int = 12, samples: int = 4, name: str = "i
                 {"name": "arithmetic"}, {"name": "final_answer"}, {"name": "reference_answer"}],
         }],
         "shard_size": 8,
-        "export": {"path": "{job}-{run_id}.jsonl"},
+        "export": {"dir": "{job}-{run_id}"},
     }
 
 
@@ -104,7 +104,8 @@ def test_flow_ledger_matches_endpoint_and_resumes(prefect_api: None, pg_url: str
             assert server.disconnected
     assert any(r.aborted and r.abort_reason == "rejected" for r in rows), "no in-flight rejection"
 
-    exported = (tmp_path / "it-gsm8k-it-run-1.jsonl").read_text().splitlines()
+    assert summary.exported_to == "it-gsm8k-it-run-1"
+    exported = (tmp_path / "it-gsm8k-it-run-1" / "plain.jsonl").read_text().splitlines()
     assert len(exported) == summary.accepted
 
     # Re-running the same run resumes: nothing is generated again, nothing is duplicated.

@@ -163,6 +163,7 @@ def test_summarize_run_counts(db_session: Session, run_id: str) -> None:
         "tokens_saved": 2 * 60, "server_tokens_sent": None, "status": "completed",
         "rejections_by_validator": {"arithmetic": 1, "magnitude": 1},
         "rejections_by_stage": {"solve": 2}, "calls": 12, "aborted_calls": 2,
+        "quality_gate": None, "near_duplicates_removed": None, "exported_to": None,
     }
 
 

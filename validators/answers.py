@@ -224,6 +224,7 @@ def _canonical_number(s: str) -> str | None:
     return f"{value.numerator}/{value.denominator}"
 
 
+@lru_cache(maxsize=4096)  # several validators normalise the same marker and reference
 def normalize_answer(s: str) -> str | None:
     """A canonical form of an answer for comparison, or None when there is nothing to compare.
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
+from functools import lru_cache
 from itertools import islice
 from typing import Literal
 
@@ -126,12 +127,23 @@ class NegativeParams(BaseModel):
 
 def negatives_plausible(problem: str, words: list[str]) -> bool:
     """Whether a negative result could be right for this problem."""
-    if _PROBLEM_MATH.search(problem) or any(n.negative for n in extract_numbers(problem)):
+    return _negatives_plausible(problem, tuple(words))
+
+
+@lru_cache(maxsize=4096)  # the n samples of one prompt share its problem
+def _negatives_plausible(problem: str, words: tuple[str, ...]) -> bool:
+    signed = "-" in problem or "−" in problem or "–" in problem  # else no number is negative
+    if _PROBLEM_MATH.search(problem) or (
+            signed and any(n.negative for n in extract_numbers(problem))):
         return True
-    if not words:
-        return False
-    pattern = r"\b(?:" + "|".join(re.escape(w) for w in words) + r")"
-    return re.search(pattern, problem, re.IGNORECASE) is not None
+    folded = problem.casefold()  # the regex only confirms a word found as a substring
+    return any(w.casefold() in folded for w in words) and _words_regex(words).search(
+        problem) is not None
+
+
+@lru_cache(maxsize=64)
+def _words_regex(words: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(re.escape(w) for w in words) + r")", re.IGNORECASE)
 
 
 _SIGN = re.compile(r"[-−–](?=\$?\.?[0-9])")

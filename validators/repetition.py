@@ -154,6 +154,8 @@ class _RepetitionSession(ValidatorSession):
             return None
         scanned = self.run_carry + text
         self.run_carry = scanned[-_RUN_OVERLAP:]
+        if self.p.min_run_chars >= 30 and not _may_be_periodic(scanned):
+            return None
         for m in _PERIODIC.finditer(scanned):
             if len(m.group()) >= self.p.min_run_chars and any(c.isalnum() for c in m.group(1)):
                 return self.v.fault("degenerate_run",
@@ -184,3 +186,13 @@ class _RepetitionSession(ValidatorSession):
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if (a or b) else 1.0
+
+
+def _may_be_periodic(text: str) -> bool:
+    """A necessary condition for a run of 30+ characters with a period of at most 10: some
+    10-character slice starting at a multiple of 10 recurs within its next 10 positions. (In
+    such a run from s, the first multiple of 10 at or after s, j < s + 10, has j + period + 10
+    < s + 30, so text[j:j+10] == text[j+period:j+period+10].) One slice and one bounded C-level
+    find per 10 characters, where the regex tries 10 unit lengths at every position."""
+    find = text.find
+    return any(find(text[j:j + 10], j + 1, j + 20) >= 0 for j in range(0, len(text) - 10, 10))

@@ -26,6 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 import sympy
 
@@ -139,6 +140,8 @@ _Val = tuple[Fraction, Fraction]  # (exact value, absolute uncertainty)
 
 
 def _mul(a: _Val, b: _Val) -> _Val:
+    if not a[1] and not b[1]:  # exact operands, the common case: no uncertainty to carry
+        return _check_size(a[0] * b[0]), _ZERO
     err = abs(a[0]) * b[1] + abs(b[0]) * a[1] + a[1] * b[1]
     return _check_size(a[0] * b[0]), _check_size(err)
 
@@ -146,6 +149,8 @@ def _mul(a: _Val, b: _Val) -> _Val:
 def _div(a: _Val, b: _Val) -> _Val:
     if b[0] == 0 or abs(b[0]) <= b[1]:
         raise _Refuse("division by zero (or by a value that may be zero)")
+    if not a[1] and not b[1]:
+        return _check_size(a[0] / b[0]), _ZERO
     err = (abs(a[0]) * b[1] + abs(b[0]) * a[1]) / (abs(b[0]) * (abs(b[0]) - b[1]))
     return _check_size(a[0] / b[0]), _check_size(err)
 
@@ -207,7 +212,8 @@ class _Parser:
             self.operators += 1
             rhs = self.term()
             sign = 1 if _OP_NAMES[tok.text] == "+" else -1
-            acc = (_check_size(acc[0] + sign * rhs[0]), acc[1] + rhs[1])
+            value = acc[0] + rhs[0] if sign > 0 else acc[0] - rhs[0]
+            acc = (_check_size(value), acc[1] + rhs[1] if rhs[1] else acc[1])
         return acc
 
     def term(self) -> _Val:
@@ -259,7 +265,8 @@ class _Parser:
             if nxt is not None and nxt.kind in ("num", "frac"):
                 raise _Refuse("two numbers side by side (a mixed number or a list)")
             whole, _, decimals = tok.text.partition(".")
-            value = Fraction(int(whole + decimals or "0"), 10 ** tok.decimals)
+            value = (Fraction(int(whole + decimals or "0"), 10 ** tok.decimals) if tok.decimals
+                     else Fraction(int(whole or "0")))  # an int: no gcd to normalise
             err = Fraction(1, 10 ** tok.decimals) if tok.decimals >= 2 else _ZERO
             if nxt is not None and nxt.kind == "pct":
                 self.take()
@@ -297,6 +304,7 @@ def _is_plain(toks: list[_Tok]) -> bool:
             and "." not in texts[2] + texts[5])
 
 
+@lru_cache(maxsize=4096)  # results are immutable; samples of one prompt repeat expressions
 def parse_arithmetic(text: str, *, percent_as_label: bool = False) -> Parsed | ParseFailure:
     """Read all of `text` as one arithmetic expression; a ParseFailure if it is not one.
 
@@ -341,6 +349,8 @@ def agrees(expr: Parsed, stated: Parsed, *, approx: bool = False,
     (25% = 1/4) or as a label (x 100 = 25%).
     """
     # (target, unit of its last written place): a percent may be a fraction or a label.
+    if expr.exact == stated.exact:
+        return True  # the common case; every tolerance below accepts a zero difference
     candidates = [(stated.exact, Fraction(1, 10 ** (stated.decimals + 2 * stated.percent)))]
     if stated.percent:
         candidates.append((stated.exact * 100, Fraction(1, 10 ** stated.decimals)))

@@ -1,0 +1,157 @@
+"""`foldem bench validators`: stream recorded traces through the checkpoints and the policy and
+report how often each validator fires, where, and how fast (tasks/validator_bench.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from foldem.errors import ConfigError
+
+if TYPE_CHECKING:  # the measuring module is imported only when the command runs
+    from tasks.validator_bench import BenchReport
+
+_FIRST_SCOPE = "all"
+
+
+def _fractions(text: str) -> list[float]:
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not values or any(not 0 < v < 1 for v in values):
+        raise argparse.ArgumentTypeError("fractions lie strictly between 0 and 1, e.g. 0.5")
+    return sorted(set(values))
+
+
+def _unit_interval(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:  # also rejects NaN
+        raise argparse.ArgumentTypeError("must lie between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _names(text: str) -> list[str]:
+    names = [x.strip() for x in text.split(",") if x.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("name at least one validator")
+    return names
+
+
+def _cell(fired: int, total: int) -> str:
+    return f"{fired}/{total} {100 * fired / total:5.1f}%" if total else "-"  # fired/traces
+
+
+def format_table(report: BenchReport) -> str:
+    """The report as plain text: a summary, then one line per validator and scope (the set's
+    line is `any`), all files first."""
+    s, m = report.settings, report.machine
+    cps = "every step" if s.every_step else "no step boundaries"
+    if s.fractions:
+        cps += " + fractions " + ",".join(f"{f:g}" for f in s.fractions)
+    lines = [
+        f"traces: {report.traces} in {len(report.trace_files)} file(s); checkpoints: {cps}; "
+        f"{s.tokens_per_push} token(s) per push; threshold {s.threshold:g}; early exit off",
+        f"set: {report.tokens_per_second or 0:,.0f} o200k tokens/s on one core "
+        f"({report.streams_per_core_at_100_tokens_per_second:,} streams at 100 tokens/s); "
+        f"slowest checkpoint {report.slowest_checkpoint_ms:.2f} ms "
+        f"({report.slowest_checkpoint.trace_id}); false rejections on clean traces: "
+        + (f"{100 * report.false_rejection_rate:.2f}%" if report.false_rejection_rate is not None
+           else "- (no clean traces)"),
+        f"machine: {m.cores} cores, load average {m.load_average_before[0]:.2f} before / "
+        f"{(m.load_average_after or [0.0])[0]:.2f} after (1 min); CPU time, one process",
+        "",
+    ]
+    head = (f"{'validator':<22}{'mode':<5} {'scope':<25}{'clean FR':>15}{'correct ans':>17}"
+            f"{'wrong step':>16}{'early':>7}{'wrong ans':>17}{'median@':>9}{'tokens/s':>12}"
+            f"{'worst ms':>10}")
+    lines += [head, "-" * len(head)]
+    rows = sorted(report.rows, key=lambda r: r.scope != _FIRST_SCOPE)  # stable: "all" first
+    for r in rows:
+        speed = f"{r.tokens_per_second:,.0f}" if r.tokens_per_second else "-"
+        median = f"{r.median_fraction_at_fire:.2f}" if r.median_fraction_at_fire else "-"
+        lines.append(
+            f"{r.validator:<22}{(r.mode or 'set'):<5} {r.scope:<25}"
+            f"{_cell(r.fired_clean, r.clean):>15}"
+            f"{_cell(r.fired_correct_answer, r.correct_answer):>17}"
+            f"{_cell(r.fired_wrong_step, r.wrong_step):>16}{r.fired_before_error:>7}"
+            f"{_cell(r.fired_wrong_answer, r.wrong_answer):>17}{median:>9}{speed:>12}"
+            f"{r.slowest_checkpoint_ms:>10.2f}")
+    return "\n".join(lines)
+
+
+def cmd_bench_validators(args: argparse.Namespace) -> int:
+    from foldem.data import resolve_input_path
+    from tasks.validator_bench import run_bench, settings_for
+    from validators.defaults import DEFAULT_SOLVE_VALIDATORS
+
+    if not args.every_step and not args.fractions:
+        raise ConfigError("--no-every-step needs --fractions (e.g. --fractions 0.5, the paper's "
+                          "single cut at half the expected length)")
+    paths = [resolve_input_path(arg) for arg in args.traces]
+    names = args.validators or [name for name, _, _ in DEFAULT_SOLVE_VALIDATORS]
+    settings = settings_for(names, threshold=args.threshold, every_step=args.every_step,
+                            fractions=args.fractions or [], tokens_per_push=args.tokens_per_push)
+    unknown = set(args.soft or []) - set(names)
+    if unknown:
+        raise ConfigError(f"--soft names validators not measured: {', '.join(sorted(unknown))}")
+    for setting in settings.validators:
+        if setting.name in (args.soft or []):
+            setting.mode = "soft"
+    report = run_bench(settings, paths)
+    print(format_table(report))
+    if args.json:
+        out = Path(args.json)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+        except OSError as exc:
+            raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from None
+        print(f"\nfigures written to {out}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add `bench validators` to the foldem command."""
+    bench = subparsers.add_parser("bench", help="measure parts of foldem on recorded traces")
+    group = bench.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
+    val = group.add_parser(
+        "validators", help="how often and how fast validators fire on recorded traces",
+        description="Stream each trace token by token (o200k_base) through the checkpoints and "
+        "the stage policy, as a live generation would be, on one core; report per validator "
+        "and for the set: firings on clean, correct-answer, wrong-step and wrong-answer traces, "
+        "how early, and tokens per second.")
+    val.add_argument("--traces", nargs="+", required=True, metavar="FILE",
+                     help="trace JSONL files or data:// URIs, e.g. "
+                     "data://traces/processbench_gsm8k.jsonl")
+    val.add_argument("--json", metavar="PATH", help="also write every figure as JSON here")
+    val.add_argument("--validators", type=_names, metavar="A,B,C",
+                     help="validators to measure (names, entry points or dotted paths); "
+                     "default: the default solve set (validators/defaults.py)")
+    val.add_argument("--soft", type=_names, metavar="A,B",
+                     help="of those, judge these in soft mode (their scores multiply into the "
+                     "utility; default: the mode the default set gives, else hard)")
+    val.add_argument("--threshold", type=_unit_interval, default=0.5,
+                     help="stage threshold for soft validators (default 0.5)")
+    val.add_argument("--fractions", type=_fractions, metavar="F,G",
+                     help="also cut at these fractions of the expected length (paper: 0.5)")
+    val.add_argument("--no-every-step", dest="every_step", action="store_false",
+                     help="no checkpoint at step boundaries (with --fractions)")
+    val.add_argument("--tokens-per-push", type=_positive, default=1, metavar="N",
+                     help="tokens per chunk pushed to the splitter (default 1, as streamed)")
+    val.set_defaults(func=cmd_bench_validators)
