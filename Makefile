@@ -27,6 +27,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
+# Validator throughput and per-validator figures on all shared traces (docs/VALIDATORS.md).
+bench-validators: $(STAMP)
+	$(BIN)/foldem bench validators --traces data://traces/gsm8k_gpt3_dev.jsonl \
+	  data://traces/processbench_gsm8k.jsonl data://traces/processbench_math.jsonl \
+	  --json out/bench-validators.json
+
 lint: $(STAMP)
 	$(BIN)/ruff check foldem flows tasks validators tests
 	$(BIN)/mypy

@@ -48,8 +48,16 @@ class StagePolicy:
     final_answer: str | None = None
     _sessions: list[tuple[ValidatorSession, ConfiguredValidator]] = field(default_factory=list)
 
+    #: Validators whose `open` raised: a bug in the validator, so it is skipped for this sample
+    #: (like a `feed` that raises) rather than crashing the sample or the shard.
+    broken: list[str] = field(default_factory=list)
+
     def __post_init__(self) -> None:
-        self._sessions = [(cv.validator.open(self.ctx), cv) for cv in self.validators]
+        for cv in self.validators:
+            try:
+                self._sessions.append((cv.validator.open(self.ctx), cv))
+            except Exception as exc:  # noqa: BLE001 - contract: open never raises; enforce it
+                self.broken.append(f"{cv.validator.name}: {type(exc).__name__}: {exc}"[:300])
 
     def judge(self, checkpoint: Checkpoint) -> Decision:
         worst_soft: Verdict | None = None

@@ -81,3 +81,19 @@ def test_validator_exception_is_contained() -> None:
     p = _policy(([RuntimeError("bug")], "hard"))
     d = p.judge(_cp(0))
     assert d.action is Action.CONTINUE
+
+
+class _BrokenOpen(Validator):
+    name = "broken_open"
+    description = "raises in open()"
+
+    def open(self, ctx: ProblemContext) -> ValidatorSession:
+        raise RuntimeError("bug in open")
+
+
+def test_validator_open_exception_is_contained() -> None:
+    p = StagePolicy([ConfiguredValidator(_BrokenOpen(), "hard"),
+                     ConfiguredValidator(_Fake([Verdict("fake", 0.0, "bad")]), "hard")],
+                    ProblemContext("p"))
+    assert p.broken and "bug in open" in p.broken[0]
+    assert p.judge(_cp(0)).action is Action.REJECT  # the healthy validator still judges
