@@ -29,6 +29,7 @@ from tasks.prefect_tasks import (
     process_shard_task,
     quality_gate_task,
 )
+from tasks.probe_store import check_abort_probes
 from tasks.progress import ProgressBoard
 from tasks.prompts import shard, work_items
 from tasks.quality_gate import gate_failure_message, gate_markdown
@@ -93,6 +94,7 @@ async def generate(job_path: str, run_id: str | None = None,
         try:
             for client in ctx.engine.clients.values():
                 await client.preflight()  # a dead endpoint fails here, before the run is recorded
+            check_abort_probes(job, db_url)  # so does one whose aborts were measured not to work
             resumed, done = begin_run_task(db_url, job, run_id, total, flow_run.id)
             items = work_items(prompts, job.samples_per_prompt, done)
             ctx.board.done_before = total - len(items)

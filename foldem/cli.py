@@ -95,12 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from foldem.bench_cli import register as register_bench
     from foldem.db_cli import register as register_db
+    from foldem.probe_cli import register as register_probe
     from foldem.replay.cli import register as register_replay
     from foldem.report_cli import register as register_report
 
     register_db(sub)
     register_replay(sub)
     register_bench(sub)
+    register_probe(sub)
     register_report(sub)
     return parser
 

@@ -69,6 +69,9 @@ class Endpoint(_Strict):
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
     max_retries: int = Field(4, ge=0, le=20, description="Retries of 429/5xx/connection errors "
                              "before the first token.")
+    require_abort_honoured: bool = Field(
+        False, description="Refuse to run unless the newest `foldem probe` of this base_url and "
+        "model (table endpoint_probes) measured that a disconnect stops generation.")
     continuous_usage: Literal["auto", "on", "off"] = Field(
         "auto", description="Ask for usage in every chunk (vLLM/SGLang). auto: try it, fall back "
         "if the endpoint refuses the option.")

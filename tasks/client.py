@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import httpx2
 import openai
 from pydantic import SecretStr, ValidationError
 
@@ -120,7 +121,10 @@ class StreamCall:
             except TimeoutError:
                 raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
                                     "(idle timeout) after the stream started") from None
-            except (openai.OpenAIError, httpx.HTTPError, OSError) as exc:  # dropped mid-stream
+            # The SDK (3.x) runs on httpx2, whose errors do not derive from httpx's: a
+            # connection dropped mid-stream raises httpx2.RemoteProtocolError unwrapped.
+            except (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError,
+                    OSError) as exc:  # dropped mid-stream
                 raise EndpointError(self._endpoint, f"stream broke after it started: "
                                     f"{type(exc).__name__}: {exc}") from None
 
@@ -148,12 +152,14 @@ class StreamCall:
         tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
         return Delta(text, tokens)
 
-    async def drain(self, wait: float = 0.005) -> None:
+    async def drain(self, budget: float = 0.005) -> None:
         """Count what already reached us before hanging up. A chunk the server wrote while we
-        were judging the previous one is delivered and paid for: it belongs in the ledger."""
-        while True:
+        were judging the previous one is delivered and paid for: it belongs in the ledger. The
+        budget is for the whole drain, so a fast server cannot keep the stream open."""
+        deadline = time.perf_counter() + budget
+        while (left := deadline - time.perf_counter()) > 0:
             try:
-                chunk = await self._next(wait)
+                chunk = await self._next(left)
             except Exception:  # noqa: BLE001 - we are hanging up anyway
                 return
             if chunk is None:
@@ -268,8 +274,8 @@ class EndpointClient:
                     raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
                                         status=exc.status_code, retryable=retryable) from None
                 delay = _retry_after(exc) or _backoff(attempt)
-            except (TimeoutError, openai.APIConnectionError, httpx.HTTPError, OSError,
-                    EndpointError) as exc:
+            except (TimeoutError, openai.APIConnectionError, httpx.HTTPError, httpx2.HTTPError,
+                    OSError, EndpointError) as exc:
                 if response is not None:
                     await response.close()
                 if attempt >= ep.max_retries:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Float,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -137,4 +138,13 @@ sample_signatures = Table(
     ForeignKeyConstraint(["run_id", "prompt_id", "sample_index"],
                          ["samples.run_id", "samples.prompt_id", "samples.sample_index"],
                          name="fk_sample_signatures_sample", ondelete="CASCADE"),
+)
+
+endpoint_probes = Table(
+    "endpoint_probes", metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=True),
+    Column("base_url", Text, nullable=False), Column("model", Text, nullable=False),
+    Column("probed_at", DateTime(timezone=True), nullable=False),
+    Column("abort_honoured", Boolean, nullable=False), Column("result", JSONB, nullable=False),
+    Index("ix_endpoint_probes_endpoint", "base_url", "model", "probed_at"),
 )
