@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,llama]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
@@ -38,7 +38,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | sed '1i # Resolved versions, installed with `pip install -c constraints.txt -e .[dev]`. Regenerate: make lock' > constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable | sed "s|^kubernetes-validate @ .*|kubernetes-validate==1.37.0|" | sed '1i # Resolved versions, installed with `pip install -c constraints.txt -e .[dev]`. Regenerate: make lock' > constraints.txt
 
 clean:
 	rm -rf $(VENV) .foldem out
