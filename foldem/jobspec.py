@@ -167,7 +167,7 @@ class Stage(_Strict):
 
 
 class Export(_Strict):
-    dir: str = Field("out/{job}-{run_id}", description="Where the accepted samples go "
+    dir: str = Field("out/{run_id}", description="Where the accepted samples go "
                      "(chat.*, plain.*, manifest.json); {job} and {run_id} are filled in. "
                      "Relative to the working directory.")
     formats: list[Literal["jsonl", "parquet"]] = Field(["jsonl", "parquet"], min_length=1)
