@@ -126,3 +126,20 @@ def test_resume_with_changed_spec_is_refused(prefect_api: None, pg_url: str,
     changed = write_job(tmp_path, job_dict(replay.base_url, limit=3, samples=1), "b.yaml")
     with pytest.raises(RunConflictError):
         run_flow(changed, "it-run-2", pg_url)
+
+
+def test_failing_quality_gate_quarantines_and_skips_export(prefect_api: None, pg_url: str,
+                                                           replay: ReplayServer, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = job_dict(replay.base_url, limit=3, samples=2, name="it-gate")
+    data["quality_gate"] = {"acceptance_bounds": {"solve": [0.99, 1.0]}}  # cannot be met
+    summary = run_flow(write_job(tmp_path, data), "it-run-gate", pg_url)
+    assert summary.status == "quarantined"
+    assert summary.quality_gate and "stage_acceptance_within_bounds" in summary.quality_gate
+    assert summary.exported_to is None and not (tmp_path / "it-run-gate").exists()
+    with get_engine(pg_url).connect() as conn:
+        status, gates = conn.execute(text(
+            "SELECT r.status, count(g.*) FROM runs r LEFT JOIN quality_gate_results g "
+            "USING (run_id) WHERE r.run_id = 'it-run-gate' GROUP BY r.status")).one()
+    assert (status, gates) == ("quarantined", 1)
