@@ -63,29 +63,31 @@ class CheckpointSplitter:
         out: list[Checkpoint] = []
         # Only the old tail's last len(sep)-1 chars can join with new text into a separator.
         start = max(0, len(self._buf) - len(sep) + 1)
-        self._buf += text
-        while True:
-            at = self._buf.find(sep, start)
-            if at < 0:
-                break
-            step_text = self._buf[:at]
-            self._buf = self._buf[at + len(sep):]
-            start = 0
-            if step_text.strip():
-                self._pending.append(Step(self._step_index, step_text[:MAX_STEP_CHARS]))
-                self._step_index += 1
-                if self.every_step:
-                    out.append(self._emit())
-        if len(self._buf) > MAX_STEP_CHARS:
-            # A step that never ends (a 1 MB line): hand it on in bounded pieces.
-            self._pending.append(Step(self._step_index, self._buf[:MAX_STEP_CHARS]))
-            self._step_index += 1
-            self._buf = self._buf[MAX_STEP_CHARS:]
-            out.append(self._emit())
+        buf = self._buf + text
+        pos = 0  # a cursor, not slicing per step: a 1 MB push with many steps stays linear
+        while (at := buf.find(sep, max(pos, start))) >= 0:
+            self._add_step(buf[pos:at], out, checkpoint=self.every_step)
+            pos = at + len(sep)
+        rest = buf[pos:]
+        while len(rest) > MAX_STEP_CHARS:
+            # A step that never ends (a 1 MB line): hand it on in bounded pieces, each judged.
+            self._add_step(rest[:MAX_STEP_CHARS], out, checkpoint=True)
+            rest = rest[MAX_STEP_CHARS:]
+        self._buf = rest
         while self.thresholds and self._tokens >= self.thresholds[0]:
             self.thresholds.pop(0)
             out.append(self._emit(tail=self._buf))
         return out
+
+    def _add_step(self, text: str, out: list[Checkpoint], *, checkpoint: bool) -> None:
+        """A complete step (in pieces of at most MAX_STEP_CHARS, nothing dropped)."""
+        if not text.strip():
+            return
+        for i in range(0, len(text), MAX_STEP_CHARS):
+            self._pending.append(Step(self._step_index, text[i:i + MAX_STEP_CHARS]))
+            self._step_index += 1
+            if checkpoint:
+                out.append(self._emit())
 
     def close(self) -> Checkpoint:
         """The stream ended: the unfinished tail is the last step."""

@@ -52,3 +52,15 @@ def test_multi_char_separator_split_across_chunks() -> None:
     sp = CheckpointSplitter(separator="\n\n")
     cps = sp.push("one\n") + sp.push("\ntwo\n") + sp.push("\n")
     assert [s.text for cp in cps for s in cp.steps] == ["one", "two"]
+
+
+@pytest.mark.parametrize("every_step", [True, False])
+def test_one_huge_push_loses_nothing(every_step: bool) -> None:
+    long_line = "".join(chr(ord("a") + i % 26) for i in range(3 * MAX_STEP_CHARS + 123))
+    text = f"short\n{long_line}\n{long_line}x\nend"
+    sp = CheckpointSplitter(separator="\n", every_step=every_step)
+    cps = sp.push(text) + [sp.close()]
+    steps = [s.text for cp in cps for s in cp.steps]
+    assert all(len(s) <= MAX_STEP_CHARS for s in steps)
+    assert "".join(steps) == text.replace("\n", "")
+    assert [s.index for cp in cps for s in cp.steps] == list(range(len(steps)))
