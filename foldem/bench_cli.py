@@ -126,8 +126,39 @@ def cmd_bench_validators(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pace(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value >= 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = unpaced)")
+    return value
+
+
+def cmd_bench_replay(args: argparse.Namespace) -> int:
+    from foldem.data import resolve_input_path
+    from tasks.bench_replay import BenchReplaySettings, run_bench_replay
+
+    settings = BenchReplaySettings(
+        traces=[resolve_input_path(arg) for arg in args.traces], out_dir=Path(args.out),
+        job_path=Path(args.job) if args.job else None, concurrency=args.concurrency,
+        tokens_per_second=args.tokens_per_second, faults=args.faults,
+        agreement_k=args.agreement_k, early_exit=args.early_exit)
+    s = run_bench_replay(settings)
+    pct = "{:.1%}".format
+    print(f"traces {s['traces']}: tokens {s['tokens_full']:,} generate-then-filter, "
+          f"{s['tokens_msifr']:,} in flight ({pct(s['token_reduction'] or 0)} fewer; oracle "
+          f"{pct(s['oracle_step_reduction'] or 0)}); rejected {s['rejected']}; kept equal to "
+          f"post-hoc: {s['kept_equal_to_posthoc']}; ledger = replay count: "
+          f"{s['server_tokens_match']}; wall {s['wall_seconds_full']} s / "
+          f"{s['wall_seconds_msifr']} s")
+    print(f"summary, runs and report written to {args.out}")
+    return 0 if s["kept_equal_to_posthoc"] and s["server_tokens_match"] else 1
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `bench validators` to the foldem command."""
+    """Add `bench validators` and `bench replay` to the foldem command."""
     bench = subparsers.add_parser("bench", help="measure parts of foldem on recorded traces")
     group = bench.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
     val = group.add_parser(
@@ -155,3 +186,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--tokens-per-push", type=_positive, default=1, metavar="N",
                      help="tokens per chunk pushed to the splitter (default 1, as streamed)")
     val.set_defaults(func=cmd_bench_validators)
+    _register_replay(group)
+
+
+def _register_replay(group: argparse._SubParsersAction) -> None:
+    from tasks.bench_replay import (
+        DEFAULT_AGREEMENT_K,
+        DEFAULT_CONCURRENCY,
+        DEFAULT_TOKENS_PER_SECOND,
+    )
+
+    rep = group.add_parser(
+        "replay", help="token savings and false rejections, in flight vs generate-then-filter",
+        description="Replay recorded traces over HTTP through the real path (streaming client, "
+        "checkpoints, validators, ledger in Postgres) twice: with in-flight rejection and as the "
+        "baseline that generates in full, then filters with the same validators; plus the "
+        "early-exit variants. Writes summary.json, runs.json, report.md and charts to --out.")
+    rep.add_argument("--traces", nargs="+", required=True, metavar="FILE",
+                     help="trace JSONL files (shared format) or data:// URIs")
+    rep.add_argument("--job", metavar="JOB.yaml", help="job spec whose solve stage is measured "
+                     "(default: the default validator set, built in code)")
+    rep.add_argument("--out", required=True, metavar="DIR", help="where the figures go")
+    rep.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
+                     help=f"concurrent streams (default {DEFAULT_CONCURRENCY})")
+    rep.add_argument("--tokens-per-second", type=_pace, default=DEFAULT_TOKENS_PER_SECOND,
+                     metavar="R", help="replay pace per stream, 0 = unpaced (default "
+                     f"{DEFAULT_TOKENS_PER_SECOND:g}; unpaced, the ledger can fall short of the "
+                     "replay's count by chunks in flight at an abort)")
+    rep.add_argument("--faults", metavar="SPEC", help="inject endpoint faults (replay --faults)")
+    rep.add_argument("--agreement-k", type=_positive, default=DEFAULT_AGREEMENT_K, metavar="K",
+                     help="agreement early exit: stop a prompt's samples once K agree "
+                     f"(default {DEFAULT_AGREEMENT_K})")
+    rep.add_argument("--no-early-exit", dest="early_exit", action="store_false",
+                     help="skip the three early-exit runs (only full and in flight)")
+    rep.set_defaults(func=cmd_bench_replay)

@@ -10,11 +10,13 @@ from foldem.data import resolve_input_path
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from foldem.replay.server import serve  # imported here: fastapi/uvicorn only when serving
+    from foldem.replay.faults import FaultPlan
+    from foldem.replay.listen import serve  # imported here: fastapi/uvicorn only when serving
 
+    faults = FaultPlan.parse(args.faults, args.fault_seed) if args.faults else None
     traces = [resolve_input_path(arg) for arg in args.traces]
     serve(traces, host=args.host, port=args.port, tokens_per_second=args.tokens_per_second,
-          ignore_disconnect=args.ignore_disconnect, port_file=args.port_file)
+          ignore_disconnect=args.ignore_disconnect, port_file=args.port_file, faults=faults)
     return 0
 
 
@@ -45,6 +47,12 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                        help="keep generating after a client disconnects (to test abort probes)")
     serve.add_argument("--port-file", type=Path, metavar="PATH",
                        help="write the port actually bound to this file once listening")
+    serve.add_argument("--faults", metavar="SPEC",
+                       help="inject faults: comma-separated kind:share[:seconds] with kinds "
+                       "429, 500, drop, stall, malformed, slow, e.g. '429:0.1,drop:0.05,"
+                       "stall:0.05:40' (see foldem/replay/faults.py)")
+    serve.add_argument("--fault-seed", type=int, default=0, metavar="N",
+                       help="seed of the fault plan: the same seed, the same faults (default 0)")
     serve.set_defaults(func=_cmd_serve)
 
 

@@ -38,13 +38,19 @@ class ReplayServer:
 
     def __init__(self, traces: Sequence[Path | str], tokens_per_second: float = 0.0,
                  ignore_disconnect: bool = False, host: str = "127.0.0.1",
-                 startup_timeout: float = 60.0) -> None:
+                 startup_timeout: float = 60.0, faults: str | None = None,
+                 fault_seed: int = 0) -> None:
+        if faults:
+            from foldem.replay.faults import parse_rules
+
+            parse_rules(faults)  # a bad SPEC fails here, not in the subprocess
         # Strings pass through unchanged so data:// URIs survive (Path would mangle the //).
         self.traces = [str(t) for t in traces]
         self.tokens_per_second = tokens_per_second
         self.ignore_disconnect = ignore_disconnect
         self.host = host
         self.startup_timeout = startup_timeout
+        self.faults, self.fault_seed = faults, fault_seed
         self.port: int | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="foldem-replay-")
         self._stderr_path = Path(self._workdir.name) / "stderr.log"
@@ -68,6 +74,8 @@ class ReplayServer:
         cmd = [sys.executable, "-m", "foldem.replay", "serve", "--host", self.host, "--port", "0",
                "--port-file", str(port_file), "--tokens-per-second", str(self.tokens_per_second),
                "--traces", *self.traces]
+        if self.faults:
+            cmd += ["--faults", self.faults, "--fault-seed", str(self.fault_seed)]
         return [*cmd, "--ignore-disconnect"] if self.ignore_disconnect else cmd
 
     def start(self) -> None:
@@ -156,10 +164,14 @@ class ReplayServer:
 
 def start_replay_server(traces: Sequence[Path | str], tokens_per_second: float = 0.0,
                         ignore_disconnect: bool = False, host: str = "127.0.0.1",
-                        startup_timeout: float = 60.0) -> ReplayServer:
-    """Start a replay server subprocess and wait until it answers /health."""
+                        startup_timeout: float = 60.0, faults: str | None = None,
+                        fault_seed: int = 0) -> ReplayServer:
+    """Start a replay server subprocess and wait until it answers /health. `faults` is a fault
+    SPEC (foldem/replay/faults.py), e.g. "429:0.1,drop:0.05"; `fault_seed` fixes which
+    requests get them."""
     server = ReplayServer(traces, tokens_per_second=tokens_per_second,
                           ignore_disconnect=ignore_disconnect, host=host,
-                          startup_timeout=startup_timeout)
+                          startup_timeout=startup_timeout, faults=faults,
+                          fault_seed=fault_seed)
     server.start()
     return server

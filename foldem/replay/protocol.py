@@ -165,11 +165,16 @@ class RequestStats(BaseModel):
     disconnected: bool = False
     started_at: datetime
     ended_at: datetime | None = None
+    #: An injected fault that struck this request (see foldem/replay/faults.py), and how many
+    #: completion tokens had been sent when it did.
+    fault: str | None = None
+    fault_after_tokens: int | None = None
 
 
 class ReplayStats(BaseModel):
     total_completion_tokens: int
     requests: list[RequestStats]
+    faults: dict[str, int] = Field(default_factory=dict, description="Faults struck, by kind.")
 
 
 class ContentChunkEncoder:

@@ -10,21 +10,27 @@ servers that do not honour aborts.
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
 from foldem.errors import ConfigError, FoldemError
+from foldem.replay.faults import (
+    FaultPlan,
+    StreamFaults,
+    quiet_expected_errors,
+    request_key,
+    status_response,
+)
 from foldem.replay.judge import is_judge_request, judgement, quoted_trace
 from foldem.replay.protocol import (
     AssistantMessage,
@@ -75,8 +81,10 @@ class ReplayResponse(Response):
     """Plays one trace to one client (SSE or a single JSON body), pacing and counting tokens."""
 
     def __init__(self, req: ChatCompletionRequest, chunks: TokenChunks, record: RequestStats,
-                 tokens_per_second: float, ignore_disconnect: bool) -> None:
+                 tokens_per_second: float, ignore_disconnect: bool,
+                 faults: StreamFaults | None = None) -> None:
         self.req, self.chunks, self.record = req, chunks, record
+        self.faults = faults or StreamFaults(None, record, len(chunks.texts))
         self.tokens_per_second = tokens_per_second
         self.ignore_disconnect = ignore_disconnect
         self.created = int(time.time())
@@ -115,12 +123,15 @@ class ReplayResponse(Response):
             (b"content-type", content_type), (b"cache-control", b"no-cache"),
             (b"x-request-id", self.record.request_id.encode())]})
 
-    async def _generate(self, send_chunk: ChunkWriter | None) -> None:
+    async def _generate(self, send_chunk: ChunkWriter | None, send: Send | None = None) -> None:
         """Pace through the chunks; `send_chunk` writes each one (None: just generate)."""
         limit = self.req.token_limit
         rate = self.tokens_per_second
         deadline = time.monotonic()
-        for text, tokens in zip(self.chunks.texts, self.chunks.tokens, strict=True):
+        for i, (text, tokens) in enumerate(zip(self.chunks.texts, self.chunks.tokens,
+                                               strict=True)):
+            if send is not None and await self.faults.before_chunk(i, send):
+                return  # an injected fault ended the stream
             if limit is not None and self.record.completion_tokens + tokens > limit:
                 self.record.finish_reason = "length"
                 return
@@ -160,10 +171,11 @@ class ReplayResponse(Response):
             else:
                 await body(self.encoder.encode(text))
 
+        await self.faults.before_first_chunk()
         await body(self._sse(Delta(role="assistant", content="")))
-        await self._generate(send_chunk)
-        if self.record.disconnected:
-            return  # ignore_disconnect: generated to the end, nobody to tell
+        await self._generate(send_chunk, send)
+        if self.record.disconnected or self.faults.cut:
+            return  # ignore_disconnect: generated to the end, nobody to tell; or a fault
         await body(self._sse(Delta(), self.record.finish_reason))
         if self.include_usage:
             final = ChatCompletionChunk(id=self.record.request_id, created=self.created,
@@ -191,17 +203,19 @@ class ReplayState:
     """Everything the app holds: the traces, the pace and the per-request records."""
 
     def __init__(self, library: TraceLibrary, tokens_per_second: float,
-                 ignore_disconnect: bool) -> None:
+                 ignore_disconnect: bool, faults: FaultPlan | None = None) -> None:
         self.library = library
         self.tokens_per_second = tokens_per_second
         self.ignore_disconnect = ignore_disconnect
+        self.faults = faults
         self.records: list[RequestStats] = []
 
     def stats(self) -> ReplayStats:
         return ReplayStats(total_completion_tokens=sum(r.completion_tokens for r in self.records),
-                           requests=list(self.records))
+                           requests=list(self.records),
+                           faults=dict(Counter(r.fault for r in self.records if r.fault)))
 
-    def begin(self, req: ChatCompletionRequest) -> ReplayResponse:
+    def begin(self, req: ChatCompletionRequest) -> Response:
         """Match the request to a recorded trace and prepare its replay (or raise a 400)."""
         user_messages = [m for m in req.messages if m.role == "user"]
         if not user_messages:
@@ -226,17 +240,25 @@ class ReplayState:
             request_id=f"chatcmpl-{uuid.uuid4().hex}", model=req.model, trace_id=trace_id,
             generator=generator, started_at=_now(),
             prompt_tokens=sum(count_tokens(m.text) for m in req.messages))
+        fault = self.faults.pick(request_key(req)) if self.faults else None
         self.records.append(record)
+        if fault is not None and fault.before_stream:
+            return status_response(fault, record)
         return ReplayResponse(req, chunks, record, self.tokens_per_second,
-                              self.ignore_disconnect)
+                              self.ignore_disconnect,
+                              StreamFaults(fault, record, len(chunks.texts)))
 
 
 def create_app(traces: list[Path], tokens_per_second: float = 0,
-               ignore_disconnect: bool = False) -> FastAPI:
-    """The replay app over trace files (loaded now; tokenized lazily per trace)."""
+               ignore_disconnect: bool = False, faults: FaultPlan | None = None) -> FastAPI:
+    """The replay app over trace files (loaded now; tokenized lazily per trace); `faults`
+    injects failures into a share of the requests (foldem/replay/faults.py)."""
     if tokens_per_second < 0:
         raise ConfigError(f"tokens_per_second must be >= 0 (0 = unpaced), got {tokens_per_second}")
-    state = ReplayState(TraceLibrary.from_files(traces), tokens_per_second, ignore_disconnect)
+    state = ReplayState(TraceLibrary.from_files(traces), tokens_per_second, ignore_disconnect,
+                        faults)
+    if faults:
+        quiet_expected_errors()
     encoding()  # load the tokenizer now: a broken cache fails at startup, not on a request
     app = FastAPI(title="foldem replay endpoint", docs_url=None, redoc_url=None)
     app.state.replay = state
@@ -273,38 +295,8 @@ def create_app(traces: list[Path], tokens_per_second: float = 0,
     @app.post("/stats/reset")
     async def reset_stats() -> ReplayStats:
         state.records.clear()
+        if state.faults:
+            state.faults.reset()
         return state.stats()
 
     return app
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port,
-                                                             type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(1024)  # connections made from now on wait in the backlog until uvicorn serves
-    return sock
-
-
-def serve(traces: list[Path], host: str = "127.0.0.1", port: int = 8000,
-          tokens_per_second: float = 0.0, ignore_disconnect: bool = False,
-          port_file: Path | None = None) -> None:
-    """Run the replay endpoint until interrupted; port 0 picks a free port, written to port_file."""
-    sock = _bind(host, port)  # first: a taken port fails fast, before traces are loaded
-    app = create_app(traces, tokens_per_second, ignore_disconnect)
-    if port_file is not None:
-        tmp = port_file.with_name(port_file.name + ".tmp")
-        tmp.write_text(f"{sock.getsockname()[1]}\n")
-        tmp.replace(port_file)  # atomic: a watcher never reads a half-written port
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=2)
-    uvicorn.Server(config).run(sockets=[sock])

@@ -1,0 +1,237 @@
+"""One benchmark mode over recorded traces: the real path, driven without Prefect.
+
+Each trace becomes one work item: prompt = its problem (one prompt per distinct problem),
+sample_index = its position among the loaded traces of that problem, sent as the request's
+seed with model "*", so the replay endpoint plays exactly that recording (candidates[seed % n])
+once per mode. Items run through `Engine.run_sample` (HTTP streaming client, checkpoints,
+validators, policy) and are written to Postgres by `tasks.shard.process_items`; the figures are
+then read back from the ledger, rejections and samples tables and checked against the replay
+endpoint's own per-request counts (`/stats`).
+
+Why not the Prefect flow: the flow builds items as prompts × samples_per_prompt with one
+separator per job, while a faithful replay needs one item per recording (problems have 1-4
+recordings) and, over mixed files, one checkpoint separator per trace. The flow's own shard
+task calls the same `process_items`, so only the orchestration differs.
+
+Agreement early exit (`agreement_k`): the samples of a prompt run one after another; once k
+accepted samples agree on the final answer, the prompt's remaining samples are not generated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from foldem.jobspec import JobSpec
+from foldem.replay.launcher import ReplayServer
+from foldem.replay.traces import ANY_GENERATOR, Trace
+from tasks import run_io
+from tasks.client import EndpointClient, resolve_api_key
+from tasks.db import get_engine, session_scope
+from tasks.models import Prompt, SampleResult, WorkItem
+from tasks.runner import Engine, build_stage_validators
+from tasks.schema import ledger, rejections, samples
+from tasks.shard import ResultWriter, process_items
+from validators.answers import normalize_answer
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedItem:
+    trace: Trace
+    item: WorkItem
+
+
+class ModeSpec(BaseModel):
+    name: str
+    in_flight: bool
+    early_exit: bool
+    agreement_k: int | None = None
+
+
+class SampleRow(BaseModel):
+    """One trace's outcome in one mode, as stored (None status: not generated, agreement)."""
+
+    trace_id: str
+    status: str | None = None
+    completion_tokens: int = 0
+    aborted: bool = False
+    abort_reason: str | None = None
+    response_id: str | None = None
+    final_answer: str | None = None
+    validator: str | None = None
+    stage: str | None = None
+    reason_code: str | None = None
+    step_index: int | None = None
+    tokens_at_fire: int | None = None
+
+
+class ServerCheck(BaseModel):
+    ledger_total: int
+    server_total: int
+    requests: int
+    mismatched_requests: int
+    unmatched_requests: int
+    wrong_trace: int
+
+    @property
+    def ok(self) -> bool:
+        return (self.ledger_total == self.server_total and self.mismatched_requests == 0
+                and self.unmatched_requests == 0 and self.wrong_trace == 0)
+
+
+class ModeResult(BaseModel):
+    mode: ModeSpec
+    run_id: str
+    wall_seconds: float
+    rows: dict[str, SampleRow]  # by trace id
+    server: ServerCheck
+
+
+def plan_items(traces: Sequence[Trace]) -> list[PlannedItem]:
+    """One item per trace; the index among its problem's traces (file order, as the replay
+    library orders candidates) is the seed that selects exactly this recording."""
+    prompt_ids: dict[str, str] = {}
+    seen: dict[str, int] = {}
+    planned = []
+    for trace in traces:
+        pid = prompt_ids.setdefault(trace.problem, f"p{len(prompt_ids):05d}")
+        index = seen.get(trace.problem, 0)
+        seen[trace.problem] = index + 1
+        prompt = Prompt(prompt_id=pid, text=trace.problem, reference_answer=trace.reference_answer)
+        planned.append(PlannedItem(trace, WorkItem(prompt=prompt, sample_index=index)))
+    return planned
+
+
+def mode_job(job: JobSpec, mode: ModeSpec, separator: str, concurrency: int) -> JobSpec:
+    """The job as this mode runs it: in-flight or baseline, early exit on/off, the trace's
+    separator, model "*" and `seed = sample index` so the seed picks the recording."""
+    stages = [st.model_copy(update={
+        "early_exit": mode.early_exit,
+        "checkpoints": st.checkpoints.model_copy(update={"separator": separator})})
+        for st in job.stages]
+    endpoints = [ep.model_copy(update={"model": ANY_GENERATOR,
+                                       "max_concurrent_streams": concurrency})
+                 for ep in job.endpoints]
+    sampling = job.sampling.model_copy(update={"seed_per_sample": True})
+    return job.model_copy(update={"in_flight": mode.in_flight, "stages": stages,
+                                  "endpoints": endpoints, "sampling": sampling})
+
+
+def _agreed(answers: list[str], k: int) -> bool:
+    return any(answers.count(a) >= k for a in set(answers))
+
+
+async def _run_with_agreement(engines: dict[str, Engine], planned: list[PlannedItem],
+                              writer: ResultWriter, k: int) -> None:
+    by_prompt: dict[str, list[PlannedItem]] = {}
+    for p in planned:
+        by_prompt.setdefault(p.item.prompt.prompt_id, []).append(p)
+
+    async def prompt_samples(group: list[PlannedItem]) -> None:
+        answers: list[str] = []
+        for p in sorted(group, key=lambda g: g.item.sample_index):
+            if _agreed(answers, k):
+                return  # enough samples agree: the rest are not generated
+            result = await engines[p.trace.separator].run_sample(p.item)
+            await writer.add(result)
+            answer = normalize_answer(result.final_answer or "")
+            if result.status == "accepted" and answer:
+                answers.append(answer)
+
+    ticker = asyncio.create_task(writer.run_periodic())
+    try:
+        await asyncio.gather(*(prompt_samples(g) for g in by_prompt.values()))
+    finally:
+        ticker.cancel()
+        await writer.flush()
+
+
+async def _generate(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], run_id: str,
+                    db_url: str, server: ReplayServer, concurrency: int) -> None:
+    separators = sorted({p.trace.separator for p in planned})
+    jobs = {sep: mode_job(job, mode, sep, concurrency) for sep in separators}
+    first = jobs[separators[0]]
+    clients = {ep.name: EndpointClient(ep, base_url=server.base_url, api_key=resolve_api_key(ep))
+               for ep in first.endpoints}  # shared by every engine: one stream limit
+    engines = {sep: Engine(job=j, run_id=run_id, clients=clients,
+                           validators=build_stage_validators(j)) for sep, j in jobs.items()}
+
+    def save(batch: Sequence[SampleResult]) -> None:
+        run_io.save_batch(db_url, batch)
+
+    try:
+        if mode.agreement_k:
+            await _run_with_agreement(engines, planned, ResultWriter(save), mode.agreement_k)
+        else:
+            await asyncio.gather(*(process_items(
+                engines[sep], [p.item for p in planned if p.trace.separator == sep], save=save)
+                for sep in separators))
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+def run_mode(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], *, db_url: str,
+             server: ReplayServer, concurrency: int) -> ModeResult:
+    """Generate every planned item in this mode under a fresh run id; read the figures back."""
+    run_id = f"bench-{job.name}-{mode.name}-{uuid.uuid4().hex[:8]}"
+    first_job = mode_job(job, mode, planned[0].trace.separator, concurrency)
+    run_io.begin_run(db_url, first_job, run_id=run_id, samples_expected=len(planned),
+                     flow_run_id=None)
+    server.reset_stats()
+    started = time.perf_counter()
+    asyncio.run(_generate(job, mode, planned, run_id, db_url, server, concurrency))
+    wall = time.perf_counter() - started
+    run_io.complete_run(db_url, run_id=run_id, status="completed")
+    rows = read_rows(db_url, run_id, planned)
+    return ModeResult(mode=mode, run_id=run_id, wall_seconds=round(wall, 2), rows=rows,
+                      server=check_server(rows, server))
+
+
+def read_rows(db_url: str, run_id: str, planned: list[PlannedItem]) -> dict[str, SampleRow]:
+    """Per trace: status and answer (samples), tokens and abort (ledger), rejection."""
+    key_to_trace = {(p.item.prompt.prompt_id, p.item.sample_index): p.trace.id for p in planned}
+    rows = {tid: SampleRow(trace_id=tid) for tid in key_to_trace.values()}
+    with session_scope(get_engine(db_url)) as s:
+        for r in s.execute(select(samples.c.prompt_id, samples.c.sample_index, samples.c.status,
+                                  samples.c.final_answer).where(samples.c.run_id == run_id)):
+            row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
+            row.status, row.final_answer = r.status, r.final_answer
+        for r in s.execute(select(ledger.c.prompt_id, ledger.c.sample_index,
+                                  ledger.c.completion_tokens, ledger.c.aborted,
+                                  ledger.c.abort_reason, ledger.c.response_id)
+                           .where(ledger.c.run_id == run_id)):
+            row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
+            row.completion_tokens += r.completion_tokens
+            row.aborted, row.abort_reason = r.aborted, r.abort_reason
+            row.response_id = r.response_id
+        for r in s.execute(select(rejections).where(rejections.c.run_id == run_id)):
+            row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
+            row.validator, row.stage, row.reason_code = r.validator, r.stage, r.reason_code
+            row.step_index, row.tokens_at_fire = r.step_index, r.tokens_at_fire
+    return rows
+
+
+def check_server(rows: dict[str, SampleRow], server: ReplayServer) -> ServerCheck:
+    """Ledger against the replay's count, per request (by response id) and in total; also
+    that each request replayed the recording its item was planned for."""
+    stats = server.stats()
+    by_response = {r.response_id: r for r in rows.values() if r.response_id}
+    mismatched = unmatched = wrong = 0
+    for req in stats.requests:
+        row = by_response.get(req.request_id)
+        if row is None:
+            unmatched += 1
+            continue
+        mismatched += row.completion_tokens != req.completion_tokens
+        wrong += row.trace_id != req.trace_id
+    return ServerCheck(ledger_total=sum(r.completion_tokens for r in rows.values()),
+                       server_total=stats.total_completion_tokens, requests=len(stats.requests),
+                       mismatched_requests=mismatched, unmatched_requests=unmatched,
+                       wrong_trace=wrong)

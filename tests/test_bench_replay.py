@@ -1,0 +1,103 @@
+"""`foldem bench replay` end to end on a small set of real traces: the replay endpoint over
+HTTP, the streaming client, validators and the ledger in Postgres, in flight and as the
+generate-then-filter baseline, plus the early-exit runs.
+
+The traces are picked from the shared files at test time (short ones, so a paced replay stays
+within seconds) and written to a temporary file; nothing of them is copied into the repo.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from foldem.data import resolve_data_path
+from tasks.bench_metrics import SUMMARY_KEYS
+from tasks.bench_replay import BenchReplaySettings, run_bench_replay
+
+FRACTIONS = ("token_reduction", "oracle_step_reduction", "false_rejection_rate_process",
+             "false_rejection_rate_outcome", "missed_fault_rate", "accuracy_full",
+             "accuracy_kept")
+
+
+def _short_traces(tmp_path: Path) -> Path:
+    """28 GPT-3 traces (7 problems × 4 recordings: the agreement exit applies) and the 12
+    shortest ProcessBench GSM8K traces among its first 120 (labelled steps)."""
+    gpt3 = [json.loads(line) for line in
+            resolve_data_path("data://traces/gsm8k_gpt3_dev.jsonl").read_text().splitlines()[:200]]
+    by_problem: dict[str, list[dict[str, Any]]] = {}
+    for t in gpt3:
+        by_problem.setdefault(t["problem"], []).append(t)
+    picked = [t for group in by_problem.values()
+              if max(len("\n".join(x["steps"])) for x in group) < 700 for t in group][:28]
+    bench = [json.loads(line) for line in resolve_data_path(
+        "data://traces/processbench_gsm8k.jsonl").read_text().splitlines()[:120]]
+    picked += sorted(bench, key=lambda t: len(t["separator"].join(t["steps"])))[:12]
+    path = tmp_path / "traces.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in picked))
+    return path
+
+
+@pytest.fixture(scope="module")
+def bench(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path]:
+    tmp = tmp_path_factory.mktemp("bench")
+    out = tmp / "out"
+    summary = run_bench_replay(BenchReplaySettings(
+        traces=[_short_traces(tmp)], out_dir=out, concurrency=40, tokens_per_second=50,
+        database_url=pg_url))
+    return summary, out
+
+
+def test_summary_has_exactly_the_issue_keys(bench: tuple[dict[str, Any], Path]) -> None:
+    summary, out = bench
+    assert tuple(summary) == SUMMARY_KEYS
+    assert json.loads((out / "summary.json").read_text()) == summary
+
+
+def test_in_flight_keeps_what_posthoc_keeps_with_fewer_tokens(
+        bench: tuple[dict[str, Any], Path]) -> None:
+    s, _ = bench
+    assert s["traces"] == 40
+    assert s["kept_equal_to_posthoc"] is True
+    assert s["server_tokens_match"] is True
+    assert s["token_reduction"] > 0
+    assert 0 < s["tokens_msifr"] < s["tokens_full"]
+    assert 0 < s["rejected"] < 40
+    for key in FRACTIONS:
+        assert s[key] is None or 0 <= s[key] <= 1, key
+    assert s["wall_seconds_full"] > 0 and s["wall_seconds_msifr"] > 0
+
+
+def test_breakdowns_add_up(bench: tuple[dict[str, Any], Path]) -> None:
+    s, _ = bench
+    for key in ("per_dataset", "per_generator"):
+        assert sum(g["traces"] for g in s[key].values()) == 40
+        assert sum(g["tokens_full"] for g in s[key].values()) == s["tokens_full"]
+    assert sum(v["rejected"] for v in s["per_validator"].values()) == s["rejected"]
+
+
+def test_early_exit_variants_are_measured(bench: tuple[dict[str, Any], Path]) -> None:
+    ee = bench[0]["early_exit"]
+    assert set(ee) == {"answer_complete", "agreement", "combined"}
+    for variant in ee.values():
+        assert variant["server_tokens_match"] is True
+        assert variant["kept_subset_of_msifr"] is True
+        assert variant["tokens"] <= bench[0]["tokens_msifr"]
+    assert ee["agreement"]["not_generated"] > 0  # 7 problems with 4 recordings each, k = 2
+    assert ee["agreement"]["k"] == 2
+
+
+def test_report_and_charts_are_written(bench: tuple[dict[str, Any], Path]) -> None:
+    out = bench[1]
+    report = (out / "report.md").read_text()
+    assert "in-flight rejection" in report
+    pngs = sorted(out.glob("*.png"))
+    assert len(pngs) == 5
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.name in report
+    runs = json.loads((out / "runs.json").read_text())
+    assert set(runs["modes"]) == {"full", "msifr", "answer", "agreement", "combined"}

@@ -1,0 +1,195 @@
+"""Load: one process holding 500 concurrent streams against the replay endpoint with bounded
+memory (fast), and a sustained run of the real flow over at least 20,000 samples with steady
+memory (slow: `pytest -m slow tests/test_load.py -s`; FOLDEM_SOAK_SAMPLES sets the size)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+from pydantic import SecretStr
+
+from foldem.jobspec import parse_job
+from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.protocol import ReplayStats
+from tasks.client import EndpointClient
+from tasks.models import Prompt, WorkItem
+from tasks.runner import Engine, build_stage_validators
+from tests.reliability import (
+    GSM8K_TEST,
+    assert_exactly_once,
+    assert_ledger_matches,
+    read_run,
+    reliability_job,
+    report,
+    run_flow,
+    subset_traces,
+)
+from tests.test_generate_flow import write_job
+
+MB = 1024 * 1024
+STREAMS = 500
+PROBLEMS = 125  # 125 problems x 4 samples = 500 distinct streams
+
+
+class RssSampler(threading.Thread):
+    """This process's resident memory, sampled every `every` seconds until stopped."""
+
+    def __init__(self, every: float = 0.05) -> None:
+        super().__init__(daemon=True)
+        self.every = every
+        self.samples: list[tuple[float, int]] = []
+        self._halt = threading.Event()
+        self._process = psutil.Process()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            self.samples.append((time.monotonic(), self._process.memory_info().rss))
+            self._halt.wait(self.every)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join()
+
+    @property
+    def peak(self) -> int:
+        return max(rss for _, rss in self.samples)
+
+
+def most_concurrent(stats: ReplayStats) -> int:
+    """The largest number of requests the server was serving at one moment."""
+    edges = sorted([(r.started_at, 1) for r in stats.requests]
+                   + [(r.ended_at, -1) for r in stats.requests if r.ended_at is not None])
+    best = now = 0
+    for _, step in edges:
+        now += step
+        best = max(best, now)
+    return best
+
+
+def load_prompts(n: int) -> list[Prompt]:
+    import json
+
+    with GSM8K_TEST.open(encoding="utf-8") as fh:
+        return [Prompt(prompt_id=str(i), text=json.loads(line)["question"])
+                for i, line in zip(range(n), fh, strict=False)]
+
+
+@pytest.fixture(scope="module")
+def slow_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
+    # 4 tokens/s per stream: 500 streams are 2,000 chunks/s, which one client process reads
+    # in time; each stream lasts ~10 s (40 tokens), so all 500 are open together.
+    traces = subset_traces(tmp_path_factory.mktemp("traces"), PROBLEMS)
+    with start_replay_server([traces], tokens_per_second=4) as srv:
+        yield srv
+
+
+@pytest.mark.integration
+async def test_one_process_holds_500_streams_with_bounded_memory(slow_replay: ReplayServer
+                                                                 ) -> None:
+    job = parse_job({
+        "name": "load", "prompts": {"path": "unused.jsonl"}, "samples_per_prompt": 4,
+        "endpoints": [{"name": "replay", "base_url": "http://placeholder", "model": "*",
+                       "max_concurrent_streams": STREAMS, "max_retries": 0,
+                       "timeouts": {"connect": 30, "first_token": 60, "idle": 30,
+                                    "total": 120}}],
+        "sampling": {"max_tokens": 40},
+        "stages": [{"name": "solve", "template": "{problem}", "early_exit": False,
+                    "validators": [{"name": "arithmetic"}, {"name": "repetition"}]}]})
+    client = EndpointClient(job.endpoints[0], base_url=slow_replay.base_url,
+                            api_key=SecretStr("x"))
+    engine = Engine(job=job, run_id="load", clients={"replay": client},
+                    validators=build_stage_validators(job))
+    items = [WorkItem(prompt=p, sample_index=i) for p in load_prompts(PROBLEMS)
+             for i in range(4)]
+    slow_replay.reset_stats()
+    sampler = RssSampler()
+    baseline = psutil.Process().memory_info().rss
+    sampler.start()
+    held = 0
+
+    async def watch() -> None:
+        nonlocal held
+        while True:
+            held = max(held, client.active_streams)
+            await asyncio.sleep(0.02)
+
+    watcher = asyncio.create_task(watch())
+    started = time.monotonic()
+    try:
+        results = await asyncio.gather(*(engine.run_sample(item) for item in items))
+    finally:
+        watcher.cancel()
+        sampler.stop()
+        await client.aclose()
+    elapsed = time.monotonic() - started
+    await asyncio.sleep(0.3)
+    stats = slow_replay.stats()
+
+    assert [r.status for r in results if r.status == "failed"] == [], \
+        [r.error for r in results if r.error][:5]
+    assert held == STREAMS and most_concurrent(stats) == STREAMS
+    assert len(stats.requests) == STREAMS
+    tokens = sum(e.completion_tokens for r in results for e in r.ledger)
+    in_flight = sum(1 for r in results for e in r.ledger if e.aborted)
+    assert 0 <= stats.total_completion_tokens - tokens <= 4 * in_flight
+    growth = (sampler.peak - baseline) / MB
+    assert growth < 250, f"{growth:.0f} MB for {STREAMS} streams"
+    report("load_500_streams", streams_held=held, server_concurrent=most_concurrent(stats),
+           seconds=round(elapsed, 1), baseline_rss_mb=round(baseline / MB),
+           peak_rss_mb=round(sampler.peak / MB), growth_mb=round(growth),
+           per_stream_kb=round(growth * 1024 / STREAMS), tokens=tokens)
+
+
+# --- sustained run -----------------------------------------------------------------------------
+
+SOAK_SAMPLES = int(os.environ.get("FOLDEM_SOAK_SAMPLES", "20000"))
+SOAK_PER_PROMPT = 32
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.timeout(3600)  # ~20 samples/s on a 2-core machine: ~17 min for 20,000
+def test_sustained_run_keeps_memory_steady(prefect_api: None, pg_url: str, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    prompts = -(-SOAK_SAMPLES // SOAK_PER_PROMPT)
+    traces = subset_traces(tmp_path / "traces", prompts)
+    monkeypatch.chdir(tmp_path)
+    with start_replay_server([traces], tokens_per_second=100) as replay:
+        data = reliability_job(replay.base_url, limit=prompts, samples=SOAK_PER_PROMPT,
+                               name="soak", streams=128, shard_size=512,
+                               timeouts={"connect": 10, "first_token": 60, "idle": 30,
+                                         "total": 300})
+        job = write_job(tmp_path, data)
+        sampler = RssSampler(every=1.0)
+        sampler.start()
+        started = time.monotonic()
+        try:
+            summary = run_flow(job, f"soak-{tmp_path.name[-10:]}", pg_url)
+        finally:
+            sampler.stop()
+        elapsed = time.monotonic() - started
+        time.sleep(0.5)
+        stats = replay.stats()
+    record = read_run(pg_url, summary.run_id)
+    tally = assert_exactly_once(record, prompts=prompts, samples_per_prompt=SOAK_PER_PROMPT)
+    ledger = assert_ledger_matches(record, stats)
+    # Steady: after the warm-up (first fifth), memory stays within a band.
+    rss = [r for _, r in sampler.samples]
+    warm = rss[len(rss) // 5:]
+    spread = (max(warm) - min(warm)) / MB
+    late_growth = (max(rss[-len(rss) // 5:]) - max(rss[len(rss) // 5: 2 * len(rss) // 5])) / MB
+    assert late_growth < 100, f"memory grew {late_growth:.0f} MB from 20-40% to the last 20%"
+    report("sustained_run", samples=tally.samples, lost=tally.lost,
+           duplicated=tally.duplicated, ledger_mismatch=ledger.mismatch,
+           in_flight_at_abort=ledger.in_flight_at_abort, seconds=round(elapsed),
+           samples_per_second=round(tally.samples / elapsed, 1),
+           peak_rss_mb=round(max(rss) / MB), rss_after_warmup_mb=[round(min(warm) / MB),
+                                                                  round(max(warm) / MB)],
+           spread_after_warmup_mb=round(spread), late_growth_mb=round(late_growth))
