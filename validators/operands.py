@@ -176,6 +176,9 @@ def problem_values(problem: str) -> set[Fraction]:
     return values
 
 
+MAX_MENTIONS_PER_STEP = 300
+
+
 def stated_numbers(text: str) -> list[tuple[int, Fraction]]:
     """(first position, value) of every distinct number a text writes, generously: digits glued
     to letters too (`14x`), percents as 20 and 0.2, fractions and scale words as read by
@@ -186,7 +189,11 @@ def stated_numbers(text: str) -> list[tuple[int, Fraction]]:
             first[m.group()] = (m.start(), literal[0])
     found = list(first.values())
     if _READ_BY_NUMBERS.search(text):
-        for mention in iter_numbers(text):
+        # Bounded: a hostile step can hold thousands of numbers; grounding needs only the
+        # distinct values, and repeats beyond the cap add nothing a real solution writes.
+        for count, mention in enumerate(iter_numbers(text)):
+            if count >= MAX_MENTIONS_PER_STEP:
+                break
             found.append((mention.start, abs(mention.exact)))
     found.sort(key=lambda pair: pair[0])
     return found
