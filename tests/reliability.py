@@ -135,21 +135,24 @@ class LedgerCheck:
     mismatch: int  # server tokens the ledger lacks, beyond the in-flight tokens of aborts
     in_flight_at_abort: int  # tokens written after an aborting client's last read
     aborted_calls: int
+    aborts_with_unread_tokens: int = 0
+    most_unread_in_one_call: int = 0
 
 
-def assert_ledger_matches(record: RunRecord, stats: ReplayStats) -> LedgerCheck:
+def assert_ledger_matches(record: RunRecord, stats: ReplayStats,
+                          max_in_flight: int | None = MAX_IN_FLIGHT_AT_ABORT) -> LedgerCheck:
     """The ledger against what the endpoint says it did.
 
     * calls: every request that reached the server is one attempt of one ledger row;
     * retries only where safe: a request that sent tokens was the last attempt of its call
       (its id is the row's response_id), so no token was paid twice;
     * tokens: each call's count equals the server's; an aborted call may lack the few tokens
-      in flight when its client hung up (MAX_IN_FLIGHT_AT_ABORT); the totals differ by exactly
-      those.
+      in flight when its client hung up (MAX_IN_FLIGHT_AT_ABORT; None: any number, for a
+      client that lags behind the server); the totals differ by exactly those.
     """
     by_response = {r.response_id: r for r in record.ledger if r.response_id}
     assert sum(r.attempts for r in record.ledger) == len(stats.requests)
-    in_flight = 0
+    in_flight = hit = most = 0
     for request in stats.requests:
         if request.completion_tokens == 0:
             continue
@@ -158,13 +161,17 @@ def assert_ledger_matches(record: RunRecord, stats: ReplayStats) -> LedgerCheck:
         assert row.count_source == "server_usage"
         unseen = request.completion_tokens - row.completion_tokens
         if row.aborted:
-            assert 0 <= unseen <= MAX_IN_FLIGHT_AT_ABORT, (request, row.completion_tokens)
+            assert unseen >= 0, (request, row.completion_tokens)
+            if max_in_flight is not None:
+                assert unseen <= max_in_flight, (request, row.completion_tokens)
             in_flight += unseen
+            hit += unseen > 0
+            most = max(most, unseen)
         else:
             assert unseen == 0, (request, row.completion_tokens, row.error)
     mismatch = stats.total_completion_tokens - record.ledger_tokens - in_flight
     assert mismatch == 0, mismatch
-    return LedgerCheck(mismatch, in_flight, sum(1 for r in record.ledger if r.aborted))
+    return LedgerCheck(mismatch, in_flight, sum(1 for r in record.ledger if r.aborted), hit, most)
 
 
 def report(test: str, **figures: Any) -> None:

@@ -8,7 +8,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -18,6 +18,7 @@ from pydantic import SecretStr
 from foldem.jobspec import parse_job
 from foldem.replay.launcher import ReplayServer, start_replay_server
 from foldem.replay.protocol import ReplayStats
+from tasks import run_context
 from tasks.client import EndpointClient
 from tasks.models import Prompt, WorkItem
 from tasks.runner import Engine, build_stage_validators
@@ -39,18 +40,20 @@ PROBLEMS = 125  # 125 problems x 4 samples = 500 distinct streams
 
 
 class RssSampler(threading.Thread):
-    """This process's resident memory, sampled every `every` seconds until stopped."""
+    """This process's resident memory, sampled every `every` seconds until stopped, with the
+    value of `progress()` (e.g. samples finished) at each sample."""
 
-    def __init__(self, every: float = 0.05) -> None:
+    def __init__(self, every: float = 0.05, progress: Callable[[], int] = lambda: 0) -> None:
         super().__init__(daemon=True)
         self.every = every
-        self.samples: list[tuple[float, int]] = []
+        self.progress = progress
+        self.samples: list[tuple[int, int]] = []  # (progress, rss)
         self._halt = threading.Event()
         self._process = psutil.Process()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            self.samples.append((time.monotonic(), self._process.memory_info().rss))
+            self.samples.append((self.progress(), self._process.memory_info().rss))
             self._halt.wait(self.every)
 
     def stop(self) -> None:
@@ -151,27 +154,38 @@ async def test_one_process_holds_500_streams_with_bounded_memory(slow_replay: Re
 
 SOAK_SAMPLES = int(os.environ.get("FOLDEM_SOAK_SAMPLES", "20000"))
 SOAK_PER_PROMPT = 32
+#: 64 streams x 50 tokens/s = 3,200 chunks/s, which one client process reads as they come.
+#: (At 128 x 100 the client lagged behind the server: an abort then left tens of tokens that
+#: the server had sent unread, which the test reports rather than bounds.)
+SOAK_STREAMS = int(os.environ.get("FOLDEM_SOAK_STREAMS", "64"))
+SOAK_PACE = float(os.environ.get("FOLDEM_SOAK_PACE", "50"))
 
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.timeout(3600)  # ~20 samples/s on a 2-core machine: ~17 min for 20,000
+@pytest.mark.timeout(3600)  # ~30 samples/s on a 2-core machine: ~12 min for 20,000
 def test_sustained_run_keeps_memory_steady(prefect_api: None, pg_url: str, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     prompts = -(-SOAK_SAMPLES // SOAK_PER_PROMPT)
     traces = subset_traces(tmp_path / "traces", prompts)
     monkeypatch.chdir(tmp_path)
-    with start_replay_server([traces], tokens_per_second=100) as replay:
+    with start_replay_server([traces], tokens_per_second=SOAK_PACE) as replay:
         data = reliability_job(replay.base_url, limit=prompts, samples=SOAK_PER_PROMPT,
-                               name="soak", streams=128, shard_size=512,
+                               name="soak", streams=SOAK_STREAMS, shard_size=512,
                                timeouts={"connect": 10, "first_token": 60, "idle": 30,
                                          "total": 300})
         job = write_job(tmp_path, data)
-        sampler = RssSampler(every=1.0)
+        run_id = f"soak-{tmp_path.name[-10:]}"
+
+        def finished() -> int:  # the live progress board of the run in this process
+            ctx = run_context._CONTEXTS.get(run_id)
+            return ctx.board.finished if ctx is not None else -1
+
+        sampler = RssSampler(every=1.0, progress=finished)
         sampler.start()
         started = time.monotonic()
         try:
-            summary = run_flow(job, f"soak-{tmp_path.name[-10:]}", pg_url)
+            summary = run_flow(job, run_id, pg_url)
         finally:
             sampler.stop()
         elapsed = time.monotonic() - started
@@ -179,17 +193,22 @@ def test_sustained_run_keeps_memory_steady(prefect_api: None, pg_url: str, tmp_p
         stats = replay.stats()
     record = read_run(pg_url, summary.run_id)
     tally = assert_exactly_once(record, prompts=prompts, samples_per_prompt=SOAK_PER_PROMPT)
-    ledger = assert_ledger_matches(record, stats)
-    # Steady: after the warm-up (first fifth), memory stays within a band.
-    rss = [r for _, r in sampler.samples]
-    warm = rss[len(rss) // 5:]
-    spread = (max(warm) - min(warm)) / MB
-    late_growth = (max(rss[-len(rss) // 5:]) - max(rss[len(rss) // 5: 2 * len(rss) // 5])) / MB
-    assert late_growth < 100, f"memory grew {late_growth:.0f} MB from 20-40% to the last 20%"
+    ledger = assert_ledger_matches(record, stats, max_in_flight=None)
+    # Steady while generating (the export and quality gate after it load other things): the
+    # peak of each fifth of the samples, in MB.
+    total = prompts * SOAK_PER_PROMPT
+    fifths = [[rss for done, rss in sampler.samples
+               if k * total // 5 <= done < (k + 1) * total // 5] for k in range(5)]
+    peaks = [round(max(f) / MB) if f else 0 for f in fifths]
+    late_growth = peaks[4] - peaks[1]
     report("sustained_run", samples=tally.samples, lost=tally.lost,
            duplicated=tally.duplicated, ledger_mismatch=ledger.mismatch,
-           in_flight_at_abort=ledger.in_flight_at_abort, seconds=round(elapsed),
+           in_flight_at_abort=ledger.in_flight_at_abort, aborted_calls=ledger.aborted_calls,
+           aborts_with_unread_tokens=ledger.aborts_with_unread_tokens,
+           most_unread_in_one_call=ledger.most_unread_in_one_call, streams=SOAK_STREAMS,
+           tokens_per_second=SOAK_PACE, seconds=round(elapsed),
            samples_per_second=round(tally.samples / elapsed, 1),
-           peak_rss_mb=round(max(rss) / MB), rss_after_warmup_mb=[round(min(warm) / MB),
-                                                                  round(max(warm) / MB)],
-           spread_after_warmup_mb=round(spread), late_growth_mb=round(late_growth))
+           peak_rss_by_fifth_mb=peaks, late_growth_mb=late_growth,
+           peak_rss_whole_run_mb=round(max(r for _, r in sampler.samples) / MB))
+    assert all(peaks), "a fifth of the run has no memory sample"
+    assert late_growth < 100, f"memory grew {late_growth} MB from the 2nd to the last fifth"

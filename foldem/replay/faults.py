@@ -224,4 +224,6 @@ class _ExpectedDrop(logging.Filter):
 
 
 def quiet_expected_errors() -> None:
-    logging.getLogger("uvicorn.error").addFilter(_ExpectedDrop())
+    logger = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, _ExpectedDrop) for f in logger.filters):
+        logger.addFilter(_ExpectedDrop())
