@@ -65,6 +65,9 @@ class Endpoint(_Strict):
     model: str = Field(description="Model name sent in each request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key;"
                                     " unset: no key (local servers).")
+    api_key_secret_block: str | None = Field(
+        None, description="Name of a Prefect `Secret` block holding the API key (read from the "
+        "Prefect API the run talks to); instead of api_key_env.")
     max_concurrent_streams: int = Field(16, ge=1, le=4096)
     timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
     max_retries: int = Field(4, ge=0, le=20, description="Retries of 429/5xx/connection errors "
@@ -82,6 +85,12 @@ class Endpoint(_Strict):
         if v != REPLAY and not re.match(r"^https?://[^\s/]+", v):
             raise ValueError("must be an http(s):// URL or 'replay'")
         return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Endpoint:
+        if self.api_key_env and self.api_key_secret_block:
+            raise ValueError("give api_key_env or api_key_secret_block, not both")
+        return self
 
 
 class Replay(_Strict):

@@ -64,15 +64,14 @@ class CallStats:
         return "".join(self.text_parts)
 
 
-def resolve_api_key(endpoint: Endpoint, *, secret_block: str | None = None) -> SecretStr:
-    """The endpoint's key: from the Prefect Secret block `secret_block` (or the endpoint's
-    `api_key_secret_block`, once the job spec has that field), else from its environment
-    variable; local servers need none. The key only ever travels as a SecretStr."""
-    block = secret_block or getattr(endpoint, "api_key_secret_block", None)
-    if block:
+def resolve_api_key(endpoint: Endpoint) -> SecretStr:
+    """The endpoint's key: from the Prefect Secret block named by `api_key_secret_block`, else
+    from the environment variable named by `api_key_env`; local servers need none. The key only
+    ever travels as a SecretStr."""
+    if endpoint.api_key_secret_block:
         from tasks.secret_blocks import key_from_secret_block  # Prefect only when named
 
-        return key_from_secret_block(endpoint.name, str(block))
+        return key_from_secret_block(endpoint.name, endpoint.api_key_secret_block)
     if endpoint.api_key_env is None:
         return SecretStr("EMPTY")
     value = os.environ.get(endpoint.api_key_env)
@@ -230,8 +229,7 @@ class EndpointClient:
         try:
             await asyncio.wait_for(self._client.models.list(), self.endpoint.timeouts.connect + 5)
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            source = self.endpoint.api_key_env or getattr(self.endpoint,
-                                                          "api_key_secret_block", None)
+            source = self.endpoint.api_key_env or self.endpoint.api_key_secret_block
             raise EndpointAuthError(self.endpoint.name, f"the API key was refused "
                                     f"(HTTP {exc.status_code}); check {source}",
                                     status=exc.status_code) from None

@@ -19,8 +19,8 @@ import yaml
 from pydantic import SecretStr
 from sqlalchemy import text
 
-from foldem.errors import ConfigError
-from foldem.jobspec import Endpoint
+from foldem.errors import ConfigError, SpecError
+from foldem.jobspec import Endpoint, parse_job
 from tasks.client import resolve_api_key
 from tasks.db import ensure_embedded_postgres, get_engine, migrate
 from tests.fake_endpoint import FakeEndpoint, running_fake
@@ -145,12 +145,17 @@ def test_key_from_a_secret_block(prefect_api: None, canary: str) -> None:
 
     block = f"foldem-test-{uuid.uuid4().hex[:8]}"
     Secret(value=canary).save(block)
-    key = resolve_api_key(endpoint(), secret_block=block)
+    key = resolve_api_key(endpoint(api_key_secret_block=block))
     assert isinstance(key, SecretStr) and key.get_secret_value() == canary
     assert canary not in repr(key) + str(key)
-    # The block wins over an environment variable, when both are named.
-    key = resolve_api_key(endpoint(api_key_env="FOLDEM_TEST_UNSET_VAR"), secret_block=block)
-    assert key.get_secret_value() == canary
+
+
+def test_a_key_has_one_source() -> None:
+    with pytest.raises(SpecError) as err:
+        parse_job({**job("http://127.0.0.1:1/v1"), "endpoints": [
+            {"name": "ep", "base_url": "http://127.0.0.1:1/v1", "model": "m",
+             "api_key_env": KEY_ENV, "api_key_secret_block": "b"}]})
+    assert "api_key_env or api_key_secret_block, not both" in err.value.message
 
 
 async def test_key_from_a_secret_block_inside_an_event_loop(prefect_api: None,
@@ -160,11 +165,41 @@ async def test_key_from_a_secret_block_inside_an_event_loop(prefect_api: None,
     block = f"foldem-test-{uuid.uuid4().hex[:8]}"
     await Secret(value=canary).asave(block)
     # The flow resolves keys from synchronous code inside its running loop.
-    assert resolve_api_key(endpoint(), secret_block=block).get_secret_value() == canary
+    assert resolve_api_key(endpoint(api_key_secret_block=block)).get_secret_value() == canary
+
+
+@pytest.mark.integration
+def test_a_run_takes_its_key_from_a_secret_block(keyed: FakeEndpoint, canary: str,
+                                                 tmp_path: Path) -> None:
+    """The whole path: the block saved in the Prefect home the run uses, the job naming it,
+    `foldem run` authenticating with it; the key shown nowhere and kept in no result."""
+    prefect_home = tmp_path / "prefect"
+    env = {**os.environ, "FOLDEM_STATE_DIR": str(tmp_path / "state"),
+           "PREFECT_HOME": str(prefect_home)}
+    env.pop(KEY_ENV, None)
+    save = ("import sys; from prefect.blocks.system import Secret; "
+            "Secret(value=sys.stdin.read()).save('foldem-canary-key')")
+    subprocess.run([sys.executable, "-c", save], input=canary, env=env, text=True,
+                   check=True, capture_output=True, timeout=120)
+    spec = job(keyed.base_url)
+    spec["endpoints"][0].pop("api_key_env")  # type: ignore[index]
+    spec["endpoints"][0]["api_key_secret_block"] = "foldem-canary-key"  # type: ignore[index]
+    (tmp_path / "prompts.jsonl").write_text(
+        '{"id": "p", "question": "Tom has 3 apples and buys 4 more. How many?", "answer": "7"}\n')
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    before = len(keyed.seen.requests)
+    res = subprocess.run([*FOLDEM, "run", "job.yaml", "--summary-json", "out/summary.json"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["samples"] == 2
+    assert len(keyed.seen.requests) - before >= 2  # the fake refuses any other key
+    assert canary not in res.stdout + res.stderr
+    assert files_containing(tmp_path / "out", canary.encode()) == []
+    assert files_containing(tmp_path / "state", canary.encode()) == []
 
 
 def test_a_missing_secret_block_is_a_clear_config_error(prefect_api: None) -> None:
     with pytest.raises(ConfigError) as err:
-        resolve_api_key(endpoint(), secret_block="foldem-no-such-block")
+        resolve_api_key(endpoint(api_key_secret_block="foldem-no-such-block"))
     assert "no Prefect Secret block named 'foldem-no-such-block'" in err.value.message
     assert err.value.exit_code == 2
