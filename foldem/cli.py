@@ -34,10 +34,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from foldem.jobspec import load_job
 
     job = load_job(args.job)  # a wrong spec fails here, before Prefect or any call starts
+    _prefect_env()  # before the keys are read: a Secret block lives in the run's Prefect API
     from tasks.endpoints import check_endpoints
 
     asyncio.run(check_endpoints(job))  # so does a dead endpoint or a refused key
-    _prefect_env()
     from flows.generate import generate
     from tasks.reporting import summary_text
 

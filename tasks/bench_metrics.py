@@ -21,6 +21,8 @@ SUMMARY_KEYS = (
     "missed_fault_rate", "accuracy_full", "accuracy_kept", "kept_equal_to_posthoc",
     "server_tokens_match", "wall_seconds_full", "wall_seconds_msifr", "per_dataset",
     "per_generator", "per_validator", "early_exit")
+#: Added to summary.json when the replay injects faults (`--faults`): totals over every mode run.
+FAULT_KEYS = ("failed", "lost", "duplicated", "ledger_mismatch")
 
 
 def _rate(hits: int, total: int) -> float | None:
@@ -68,8 +70,10 @@ def core_figures(traces: Sequence[Trace], full: dict[str, SampleRow], msifr: dic
                                    len(wrong)),
         "accuracy_full": _rate(len(correct), len(traces)),
         "accuracy_kept": _rate(sum(t.final_answer_correct for t in kept), len(kept)),
-        "kept_equal_to_posthoc": ({i for i in ids if full[i].status == "accepted"}
-                                  == {t.id for t in kept}),
+        # A sample that failed in either run (an endpoint fault) has no verdict to compare.
+        "kept_equal_to_posthoc": ({i for i in ids if full[i].status == "accepted"
+                                   and msifr[i].status != "failed"}
+                                  == {t.id for t in kept if full[t.id].status != "failed"}),
     }
 
 
@@ -144,9 +148,26 @@ def early_exit_block(msifr: ModeResult, full_tokens: int, answer: ModeResult | N
     return block
 
 
+def fault_figures(result: ModeResult) -> dict[str, int]:
+    """What a faulty endpoint did to one mode's run: samples failed (with a reason), lost (no
+    row in a final state; an agreement mode skips samples by design, so only planned ones that
+    ran count), duplicated (a second sample row, or a second ledger row for one sample's call)
+    and the ledger's shortfall against the tokens the replay says it sent."""
+    rows = result.rows.values()
+    return {
+        "failed": sum(r.status == "failed" for r in rows),
+        "lost": sum(r.sample_rows == 0 or r.status not in ("accepted", "rejected", "failed")
+                    for r in rows if r.calls or not result.mode.agreement_k),
+        "duplicated": sum(max(0, r.sample_rows - 1) + max(0, r.calls - 1) for r in rows),
+        "ledger_mismatch": result.server.server_total - result.server.ledger_total,
+    }
+
+
 def summarize(traces: Sequence[Trace], full: ModeResult, msifr: ModeResult,
-              early_exit: dict[str, Any]) -> dict[str, Any]:
-    """summary.json: exactly SUMMARY_KEYS."""
+              early_exit: dict[str, Any], others: Sequence[ModeResult] = (),
+              faults: bool = False) -> dict[str, Any]:
+    """summary.json: exactly SUMMARY_KEYS, then FAULT_KEYS when faults were injected (summed
+    over `full`, `msifr` and the `others` modes)."""
     prefixes = {t.id: oracle_prefix_tokens(t) for t in traces}
     f, m = full.rows, msifr.rows
     summary = core_figures(traces, f, m, prefixes)
@@ -160,4 +181,8 @@ def summarize(traces: Sequence[Trace], full: ModeResult, msifr: ModeResult,
                        for k, g in _grouped(traces, lambda t: t.generator).items()},
         per_validator=per_validator(traces, f, m),
         early_exit=early_exit)
-    return {k: summary[k] for k in SUMMARY_KEYS}
+    out = {k: summary[k] for k in SUMMARY_KEYS}
+    if faults:
+        per_mode = [fault_figures(r) for r in (full, msifr, *others)]
+        out.update({k: sum(f[k] for f in per_mode) for k in FAULT_KEYS})
+    return out

@@ -27,7 +27,13 @@ from foldem.jobspec import JobSpec, parse_job
 from foldem.replay.launcher import start_replay_server
 from foldem.replay.traces import Trace, load_traces
 from tasks import run_io
-from tasks.bench_metrics import core_figures, early_exit_block, oracle_prefix_tokens, summarize
+from tasks.bench_metrics import (
+    core_figures,
+    early_exit_block,
+    fault_figures,
+    oracle_prefix_tokens,
+    summarize,
+)
 from tasks.bench_runs import ModeResult, ModeSpec, plan_items, run_mode
 from validators.defaults import DEFAULT_SOLVE_VALIDATORS
 
@@ -118,7 +124,8 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
         msifr, sum(r.completion_tokens for r in full.rows.values()), results.get("answer"),
         results.get("agreement"), results.get("combined"), settings.agreement_k,
         sum(n > 1 for n in per_prompt.values()))
-    summary = summarize(traces, full, msifr, block)
+    others = [r for name, r in results.items() if name not in ("full", "msifr")]
+    summary = summarize(traces, full, msifr, block, others, faults=bool(settings.faults))
     out = settings.out_dir
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +137,8 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
             "modes": {name: {"run_id": r.run_id, "wall_seconds": r.wall_seconds,
                              "server": r.server.model_dump(), "server_ok": r.server.ok,
                              "statuses": dict(Counter(str(x.status) for x in r.rows.values())),
-                             "accepted_per_hour": _per_hour(r)}
+                             "accepted_per_hour": _per_hour(r),
+                             "faults": fault_figures(r) | {"struck": r.server.faults}}
                       for name, r in results.items()},
         }
         runs["by_file"] = _by_file(settings.traces, traces, full, msifr)

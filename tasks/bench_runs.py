@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from foldem.jobspec import JobSpec
@@ -69,6 +69,9 @@ class SampleRow(BaseModel):
     reason_code: str | None = None
     step_index: int | None = None
     tokens_at_fire: int | None = None
+    sample_rows: int = 0  # rows in `samples` (more than one would be a duplicate)
+    calls: int = 0  # ledger rows (one per call; more than one would be a duplicate)
+    attempts: int = 0  # HTTP requests behind those calls (retries included)
 
 
 class ServerCheck(BaseModel):
@@ -78,11 +81,14 @@ class ServerCheck(BaseModel):
     mismatched_requests: int
     unmatched_requests: int
     wrong_trace: int
+    ledger_attempts: int = 0  # requests the ledger says its calls made (retries included)
+    faults: dict[str, int] = Field(default_factory=dict)  # injected faults that struck, by kind
 
     @property
     def ok(self) -> bool:
         return (self.ledger_total == self.server_total and self.mismatched_requests == 0
-                and self.unmatched_requests == 0 and self.wrong_trace == 0)
+                and self.unmatched_requests == 0 and self.wrong_trace == 0
+                and self.ledger_attempts == self.requests)
 
 
 class ModeResult(BaseModel):
@@ -203,12 +209,16 @@ def read_rows(db_url: str, run_id: str, planned: list[PlannedItem]) -> dict[str,
                                   samples.c.final_answer).where(samples.c.run_id == run_id)):
             row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
             row.status, row.final_answer = r.status, r.final_answer
+            row.sample_rows += 1
         for r in s.execute(select(ledger.c.prompt_id, ledger.c.sample_index,
                                   ledger.c.completion_tokens, ledger.c.aborted,
-                                  ledger.c.abort_reason, ledger.c.response_id)
+                                  ledger.c.abort_reason, ledger.c.response_id,
+                                  ledger.c.attempts)
                            .where(ledger.c.run_id == run_id)):
             row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
             row.completion_tokens += r.completion_tokens
+            row.calls += 1
+            row.attempts += r.attempts
             row.aborted, row.abort_reason = r.aborted, r.abort_reason
             row.response_id = r.response_id
         for r in s.execute(select(rejections).where(rejections.c.run_id == run_id)):
@@ -220,18 +230,21 @@ def read_rows(db_url: str, run_id: str, planned: list[PlannedItem]) -> dict[str,
 
 def check_server(rows: dict[str, SampleRow], server: ReplayServer) -> ServerCheck:
     """Ledger against the replay's count, per request (by response id) and in total; also
-    that each request replayed the recording its item was planned for."""
+    that each request replayed the recording its item was planned for. A request that sent no
+    token (a 429 or 500, retried) is one attempt of a call whose last request carries the
+    call's response id, so it is matched by the attempt count instead."""
     stats = server.stats()
     by_response = {r.response_id: r for r in rows.values() if r.response_id}
     mismatched = unmatched = wrong = 0
     for req in stats.requests:
         row = by_response.get(req.request_id)
         if row is None:
-            unmatched += 1
+            unmatched += req.completion_tokens > 0
             continue
         mismatched += row.completion_tokens != req.completion_tokens
         wrong += row.trace_id != req.trace_id
     return ServerCheck(ledger_total=sum(r.completion_tokens for r in rows.values()),
                        server_total=stats.total_completion_tokens, requests=len(stats.requests),
                        mismatched_requests=mismatched, unmatched_requests=unmatched,
-                       wrong_trace=wrong)
+                       wrong_trace=wrong, ledger_attempts=sum(r.attempts for r in rows.values()),
+                       faults=stats.faults)

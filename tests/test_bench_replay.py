@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from foldem.data import resolve_data_path
-from tasks.bench_metrics import SUMMARY_KEYS
+from tasks.bench_metrics import FAULT_KEYS, SUMMARY_KEYS
 from tasks.bench_replay import BenchReplaySettings, run_bench_replay
 
 FRACTIONS = ("token_reduction", "oracle_step_reduction", "false_rejection_rate_process",
@@ -101,3 +101,38 @@ def test_report_and_charts_are_written(bench: tuple[dict[str, Any], Path]) -> No
         assert png.name in report
     runs = json.loads((out / "runs.json").read_text())
     assert set(runs["modes"]) == {"full", "msifr", "answer", "agreement", "combined"}
+
+
+#: Every fault kind, at shares high enough that each strikes on 40 traces in two runs; the stall
+#: (2 s) stays under the bench job's idle timeout, so a stalled stream resumes rather than fails.
+FAULT_SPEC = "429:0.15,500:0.1,drop:0.08,stall:0.05:2,malformed:0.08,slow:0.1:1"
+
+
+@pytest.fixture(scope="module")
+def faulty(pg_url: str, tmp_path_factory: pytest.TempPathFactory
+           ) -> tuple[dict[str, Any], dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("bench-faults")
+    summary = run_bench_replay(BenchReplaySettings(
+        traces=[_short_traces(tmp)], out_dir=tmp / "out", concurrency=40, tokens_per_second=50,
+        faults=FAULT_SPEC, early_exit=False, database_url=pg_url))
+    return summary, json.loads((tmp / "out" / "runs.json").read_text())
+
+
+def test_faults_add_the_reliability_figures(faulty: tuple[dict[str, Any], dict[str, Any]],
+                                            bench: tuple[dict[str, Any], Path]) -> None:
+    summary, runs = faulty
+    assert tuple(summary) == SUMMARY_KEYS + FAULT_KEYS
+    assert tuple(bench[0]) == SUMMARY_KEYS  # only with --faults
+    struck: dict[str, int] = {}
+    for mode in runs["modes"].values():
+        for kind, n in mode["faults"]["struck"].items():
+            struck[kind] = struck.get(kind, 0) + n
+    assert {"429", "500", "drop", "malformed"} <= set(struck), struck
+    # Nothing lost or doubled; every token the replay sent is in the ledger, retries included.
+    assert summary["lost"] == 0 and summary["duplicated"] == 0
+    assert summary["ledger_mismatch"] == 0
+    assert summary["server_tokens_match"] is True
+    # drop and malformed strike mid-stream: never retried (tokens were paid), so those samples
+    # fail with a reason instead; 429 and 500 come before any token and are retried.
+    assert 0 < summary["failed"] == sum(m["faults"]["failed"] for m in runs["modes"].values())
+    assert summary["kept_equal_to_posthoc"] is True

@@ -9,7 +9,7 @@ import uvicorn
 
 from foldem.errors import ConfigError
 from foldem.replay.faults import FaultPlan
-from foldem.replay.server import create_app
+from foldem.replay.server import create_app, expose_connection_state
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -39,6 +39,6 @@ def serve(traces: list[Path], host: str = "127.0.0.1", port: int = 8000,
         tmp = port_file.with_name(port_file.name + ".tmp")
         tmp.write_text(f"{sock.getsockname()[1]}\n")
         tmp.replace(port_file)  # atomic: a watcher never reads a half-written port
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=2)
+    config = uvicorn.Config(expose_connection_state(app), log_level="warning",
+                            access_log=False, lifespan="off", timeout_graceful_shutdown=2)
     uvicorn.Server(config).run(sockets=[sock])

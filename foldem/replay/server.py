@@ -21,7 +21,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from foldem.errors import ConfigError, FoldemError
 from foldem.replay.faults import (
@@ -94,10 +94,12 @@ class ReplayResponse(Response):
             options and options.continuous_usage_stats)
         self.background = None
         self.chunks_done = 0
+        self.connection_closing: Callable[[], bool] | None = None
         self.encoder = ContentChunkEncoder(record.request_id, self.created, req.model,
                                            self.include_usage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.connection_closing = scope.get(CONNECTION_CLOSING_KEY)
         async with anyio.create_task_group() as group:
             group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
             try:
@@ -140,6 +142,12 @@ class ReplayResponse(Response):
                 await asyncio.sleep(max(0.0, deadline - time.monotonic()))
             else:
                 await asyncio.sleep(0)  # unpaced: still let other streams and disconnects run
+            if self.connection_closing is not None and self.connection_closing():
+                # The client hung up and uvicorn would drop this write without a word: it
+                # is never sent, so never counted (unless we play a server that ignores it).
+                self.record.disconnected = True
+                if not self.ignore_disconnect:
+                    return
             if send_chunk is not None and not self.record.disconnected:
                 await send_chunk(text, tokens)
             # Counted once the write returned: a cancel inside it leaves this chunk uncounted.
@@ -247,6 +255,23 @@ class ReplayState:
         return ReplayResponse(req, chunks, record, self.tokens_per_second,
                               self.ignore_disconnect,
                               StreamFaults(fault, record, len(chunks.texts)))
+
+
+#: Scope key under which `expose_connection_state` puts the connection's `is_closing`.
+CONNECTION_CLOSING_KEY = "foldem.connection_closing"
+
+
+def expose_connection_state(app: ASGIApp) -> ASGIApp:
+    """Wrap the app for uvicorn so a response can ask whether its connection is closing.
+    uvicorn drops writes to a connection the client closed (or half-closed) silently; the
+    replay counts a token as sent only if its write can still go out. Outside uvicorn (a
+    test client) nothing is exposed and every write counts."""
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if scope["type"] == "http" and transport is not None:
+            scope[CONNECTION_CLOSING_KEY] = transport.is_closing
+        await app(scope, receive, send)
+    return wrapped
 
 
 def create_app(traces: list[Path], tokens_per_second: float = 0,
