@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test lint bench-validators venv lock clean
+.PHONY: demo test browser lint bench-validators venv lock clean
 
 venv: $(STAMP)
 
@@ -24,8 +24,16 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/foldem run examples/gsm8k.yaml --summary-json out/demo-summary.json
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# Headless Chromium for the Prefect UI screenshot test (tests/test_ui_screenshot.py): Debian's
+# package when this runs as root with apt; otherwise that one test is skipped, saying why.
+browser:
+	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } ; } || \
+	  echo "note: chromium not installed; the UI screenshot test will be skipped"
 
 # Validator throughput and per-validator figures on all shared traces (docs/VALIDATORS.md).
 bench-validators: $(STAMP)
