@@ -22,6 +22,13 @@ def _prefect_env() -> None:
     from foldem.config import get_settings
 
     state = get_settings().resolved_state_dir
+    try:
+        state.mkdir(parents=True, exist_ok=True)  # Prefect creates its home, not the parents
+    except OSError as exc:
+        from foldem.errors import ConfigError
+
+        raise ConfigError(f"cannot create the state directory {state} ({exc.strerror or exc});"
+                          " set FOLDEM_STATE_DIR to a writable directory") from None
     os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
