@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from validators.base import MAX_STEP_CHARS, Checkpoint, Step
 
+_NEVER = 1 << 62  # a token count no stream reaches: no fraction checkpoint left
+
 
 class CheckpointSplitter:
     def __init__(self, *, separator: str = "\n", every_step: bool = True,
@@ -18,17 +20,22 @@ class CheckpointSplitter:
         self.thresholds = sorted(
             int(f * expected_tokens) for f in (fractions or []) if expected_tokens)
         self.expected_tokens = expected_tokens
-        self._buf = ""  # text after the last separator
+        # The text after the last separator, as the chunks it came in (joined only when a step
+        # ends: `+=` on an attribute copies the whole tail at every token) and its length.
+        self._buf: list[str] = []
+        self._buf_len = 0
+        self._next_threshold = self.thresholds[0] if self.thresholds else _NEVER
+        self._joining = frozenset(separator[1:])
         self._pending: list[Step] = []  # complete steps not yet handed out
         self._step_index = 0
         self._tokens = 0
         self._checkpoint = 0
-        self._text_parts: list[str] = []
+        self._text_parts: list[str] = []  # the text before the unfinished tail
 
     @property
     def text(self) -> str:
         """Everything streamed so far."""
-        return "".join(self._text_parts)
+        return "".join(self._text_parts) + "".join(self._buf)
 
     @property
     def tokens(self) -> int:
@@ -50,20 +57,21 @@ class CheckpointSplitter:
 
     def push(self, text: str, tokens: int = 1) -> list[Checkpoint]:
         """Add one chunk (`tokens` tokens of `text`); return the checkpoints it completes."""
-        self._text_parts.append(text)
         self._tokens += tokens
         sep = self.separator
         # Most pushes end no step, overflow nothing and reach no fraction: just keep the text.
-        # (A separator ending in this chunk lies in it or starts in the tail's last len-1 chars.)
-        if (len(self._buf) + len(text) <= MAX_STEP_CHARS and sep not in text
-                and (len(sep) == 1 or sep not in self._buf[1 - len(sep):] + text[:len(sep) - 1])
-                and not (self.thresholds and self._tokens >= self.thresholds[0])):
-            self._buf += text
+        # (A separator ending in this chunk lies in it, or starts in the tail and goes on with
+        # the chunk's first character, one of the separator's characters after its first.)
+        if (sep not in text and text[:1] not in self._joining
+                and self._tokens < self._next_threshold
+                and (size := self._buf_len + len(text)) <= MAX_STEP_CHARS):
+            self._buf.append(text)
+            self._buf_len = size
             return []
         out: list[Checkpoint] = []
         # Only the old tail's last len(sep)-1 chars can join with new text into a separator.
-        start = max(0, len(self._buf) - len(sep) + 1)
-        buf = self._buf + text
+        start = max(0, self._buf_len - len(sep) + 1)
+        buf = "".join(self._buf) + text
         pos = 0  # a cursor, not slicing per step: a 1 MB push with many steps stays linear
         while (at := buf.find(sep, max(pos, start))) >= 0:
             self._add_step(buf[pos:at], out, checkpoint=self.every_step)
@@ -73,10 +81,12 @@ class CheckpointSplitter:
             # A step that never ends (a 1 MB line): hand it on in bounded pieces, each judged.
             self._add_step(rest[:MAX_STEP_CHARS], out, checkpoint=True)
             rest = rest[MAX_STEP_CHARS:]
-        self._buf = rest
+        self._text_parts.append(buf[:len(buf) - len(rest)])
+        self._buf, self._buf_len = [rest] if rest else [], len(rest)
         while self.thresholds and self._tokens >= self.thresholds[0]:
             self.thresholds.pop(0)
-            out.append(self._emit(tail=self._buf))
+            out.append(self._emit(tail=rest))
+        self._next_threshold = self.thresholds[0] if self.thresholds else _NEVER
         return out
 
     def _add_step(self, text: str, out: list[Checkpoint], *, checkpoint: bool) -> None:
@@ -91,8 +101,10 @@ class CheckpointSplitter:
 
     def close(self) -> Checkpoint:
         """The stream ended: the unfinished tail is the last step."""
-        if self._buf.strip():
-            self._pending.append(Step(self._step_index, self._buf[:MAX_STEP_CHARS]))
+        tail = "".join(self._buf)
+        self._text_parts.append(tail)
+        if tail.strip():
+            self._pending.append(Step(self._step_index, tail[:MAX_STEP_CHARS]))
             self._step_index += 1
-        self._buf = ""
+        self._buf, self._buf_len = [], 0
         return self._emit(final=True)

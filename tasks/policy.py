@@ -62,7 +62,10 @@ class StagePolicy:
     def judge(self, checkpoint: Checkpoint) -> Decision:
         worst_soft: Verdict | None = None
         for session, cv in self._sessions:
-            verdict = _safe_feed(session, cv.validator, checkpoint)
+            try:
+                verdict = session.feed(checkpoint)
+            except Exception as exc:  # noqa: BLE001 - contract: feed never raises; enforce it
+                verdict = _error_verdict(cv.validator, exc)
             if verdict.final_answer is not None and self.final_answer is None:
                 self.final_answer = verdict.final_answer
             if verdict.score >= 1.0:
@@ -79,11 +82,8 @@ class StagePolicy:
         return Decision(Action.CONTINUE, None, self.utility, self.final_answer)
 
 
-def _safe_feed(session: ValidatorSession, validator: Validator, cp: Checkpoint) -> Verdict:
+def _error_verdict(validator: Validator, exc: Exception) -> Verdict:
     """A validator that raises is a bug in the validator, not a fault in the sample: record it
     as a skipped check (score 1) rather than killing the stream or the run."""
-    try:
-        return session.feed(cp)
-    except Exception as exc:  # noqa: BLE001 - contract: feed never raises; enforce it here
-        return Verdict(validator=validator.name, score=1.0,
-                       detail=f"validator error (skipped): {type(exc).__name__}: {exc}"[:300])
+    return Verdict(validator=validator.name, score=1.0,
+                   detail=f"validator error (skipped): {type(exc).__name__}: {exc}"[:300])

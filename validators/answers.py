@@ -107,13 +107,17 @@ def _drop_nested_boxed(found: list[AnswerMatch]) -> list[AnswerMatch]:
 
 def _text_matches(text: str) -> list[AnswerMatch]:
     out: list[AnswerMatch] = []
-    for m in _GSM8K.finditer(text):
+    for m in _GSM8K.finditer(text) if "####" in text else ():
         if _GSM8K_VALUE.match(m.group(1)):
             out.append(AnswerMatch("gsm8k", m.group(1), m.start(), m.end()))
             if len(out) > MAX_MARKERS:
                 break
-    for pattern, kind in ((_LINE, "line"), (_PHRASE, "phrase")):
-        for m in pattern.finditer(text):
+    # Each scan only where the literal it needs is present: a colon for a line marker, the
+    # word "answer" in any case for a phrase (ſ matches s under re.IGNORECASE; lower() keeps it).
+    low = text.lower()
+    for pattern, kind, needed in ((_LINE, "line", ":" in text),
+                                  (_PHRASE, "phrase", "answer" in low or "anſwer" in low)):
+        for m in pattern.finditer(text) if needed else ():
             value = next(v for k, v in m.groupdict().items() if v is not None)
             out.append(AnswerMatch(kind, value, m.start(), m.end()))
             if len(out) > 4 * MAX_MARKERS:

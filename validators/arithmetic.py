@@ -25,6 +25,7 @@ from itertools import islice
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from validators._verdicts import ok_verdict
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.registry import register
 from validators.safe_math import MAX_EXPR_CHARS, Parsed, agrees, parse_arithmetic
@@ -43,12 +44,21 @@ _RUN = re.compile(
     re.VERBOSE,
 )
 _RELATION = re.compile(r"~?\s*(?:=|≈|\\approx(?![A-Za-z]))(\s*~)?")
+_RELATION_MARK = re.compile(r"[=≈]|\\approx")
+# Characters no _RUN atom starts at or spans: letters in none of the LaTeX commands of _RUN
+# (nor x/X), newlines and a few symbols. A run never crosses one, so the scan for runs can
+# resume right after one and find exactly the runs a scan from the start finds there.
+_RUN_BARRIER = re.compile(r"[bjknwyzA-WYZ\n?\"'#&@_|<>]")
 _MAX_RELATIONS_PER_RUN = 24
 _APPROX_WORDS = re.compile(
     r"=\s*(?:approximately|approx\.|about|roughly|around|nearly|almost)\s+", re.IGNORECASE)
 _SKIP_STEP = re.compile(
     r"\bmod(?:ulo)?\b|\\[bp]?mod\b|\\equiv|≡|\bbase[\s-]*\{?[0-9]|o'clock|\bin binary\b",
     re.IGNORECASE)
+# A literal every _SKIP_STEP match contains (lowercased), and the characters that match an
+# ASCII letter of them under re.IGNORECASE but lower() to something else (ı, ſ, İ -> i̇).
+_SKIP_HINTS = ("mod", "equiv", "≡", "base", "o'clock", "binary")
+_CASE_ODDITIES = ("ı", "ſ", "\u0307")
 # Right after the stated number: anything that changes what the number means.
 _CHANGES_MEANING = re.compile(
     r"\s*(?:thousand|million|billion|trillion|hundred|dozen|lakh|crore|k\b|m\b|bn\b"
@@ -140,17 +150,15 @@ class EquationChecker:
             found = self._check_annotations(text, budget)
             if found is not None:
                 return found
-        if ("=" not in text and "≈" not in text and "\\approx" not in text) or (
-                _SKIP_STEP.search(text)):
+        if ("=" not in text and "≈" not in text and "\\approx" not in text) or _skip_step(text):
             return None
         prose = _APPROX_WORDS.sub("≈ ", _ANY_ANNOTATION.sub("", text))
-        for run in _RUN.finditer(prose):
+        for start, end in relation_runs(prose):
             if budget[0] <= 0:
                 return None
-            if _RELATION.search(run.group()) is not None:
-                found = self._check_run(prose, run.start(), run.end(), budget)
-                if found is not None:
-                    return found
+            found = self._check_run(prose, start, end, budget)
+            if found is not None:
+                return found
         return None
 
     def _check_annotations(self, text: str, budget: list[int]) -> Mismatch | None:
@@ -222,6 +230,46 @@ class EquationChecker:
             abs(stated.exact - lhs.parsed.exact) <= lhs.parsed.uncertainty)
 
 
+def _skip_step(text: str) -> bool:
+    """Whether the step is about modular or other-base arithmetic (or clock time); a cheap
+    substring test first, since almost no step is."""
+    low = text.lower()
+    if not any(h in low for h in _SKIP_HINTS) and not any(c in low for c in _CASE_ODDITIES):
+        return False
+    return _SKIP_STEP.search(text) is not None
+
+
+def relation_runs(text: str) -> list[tuple[int, int]]:
+    """(start, end) of every _RUN match of `text` that holds a relation, as a scan of `text`
+    from its start finds them, without scanning the prose far from any relation: from each
+    relation not yet covered, back to the nearest run barrier (or the end of the last run
+    found), then forward over the runs up to it. Each stretch between relations is searched a
+    bounded number of times, so the work stays linear in `text` (test_validator_prefilters)."""
+    out: list[tuple[int, int]] = []
+    reverse: str | None = None
+    scanned = 0  # a scan from the start resumes here: the end of the last run looked at
+    for mark in _RELATION_MARK.finditer(text):
+        at = mark.start()
+        if at < scanned:
+            continue  # inside a run already looked at
+        if reverse is None:
+            reverse = text[::-1]
+        barrier = _RUN_BARRIER.search(reverse, len(text) - at, len(text) - scanned)
+        resume = len(text) - barrier.start() if barrier is not None else scanned
+        for run in _RUN.finditer(text, resume):
+            if run.start() > at:
+                # The relation is in no run, and no run starts before this one: a scan from
+                # the start reaches it next too (and it may hold the next relation).
+                scanned = run.start()
+                break
+            scanned = run.end()
+            if _RELATION.search(run.group()) is not None:
+                out.append((run.start(), run.end()))
+        else:
+            scanned = len(text)  # no run after the relation: no later relation is in one
+    return out
+
+
 def _side(text: str) -> _Side | None:
     parsed = parse_arithmetic(text)
     return _Side(text, parsed) if isinstance(parsed, Parsed) else None
@@ -279,7 +327,8 @@ def _strip_markdown_bold(seg: str, glued: bool) -> str:
 
 
 def _balance(text: str) -> int:
-    return sum(text.count(c) for c in "([{") - sum(text.count(c) for c in ")]}")
+    count = text.count
+    return count("(") + count("[") + count("{") - count(")") - count("]") - count("}")
 
 
 def _clean_start(text: str, a: int, seg: str) -> bool:
@@ -330,10 +379,11 @@ def _operand_of_word(text: str, pos: int) -> bool:
 
 
 class _ArithmeticSession(ValidatorSession):
-    def __init__(self, validator: ArithmeticValidator, params: ArithmeticParams) -> None:
+    def __init__(self, validator: ArithmeticValidator, checker: EquationChecker) -> None:
         self.validator = validator
-        self.checker = EquationChecker(params)
-        self.score = params.score_on_fault
+        self.checker = checker  # stateless between steps: one per configured validator
+        self.score = checker.params.score_on_fault
+        self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         for step in checkpoint.steps:
@@ -341,7 +391,7 @@ class _ArithmeticSession(ValidatorSession):
             if mismatch is not None:
                 return self.validator.fault("arithmetic_error", mismatch.describe(),
                                             step_index=step.index, score=self.score)
-        return self.validator.ok()
+        return self.ok
 
 
 @register
@@ -351,7 +401,10 @@ class ArithmeticValidator(Validator):
     description = ("Equations written in the reasoning (calculator annotations, prose, LaTeX) "
                    "must hold exactly, within the precision the result is written in.")
     Params = ArithmeticParams
+    _checker: EquationChecker | None = None
 
     def open(self, ctx: ProblemContext) -> ValidatorSession:
         assert isinstance(self.params, ArithmeticParams)
-        return _ArithmeticSession(self, self.params)
+        if self._checker is None:
+            self._checker = EquationChecker(self.params)
+        return _ArithmeticSession(self, self._checker)

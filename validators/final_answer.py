@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from validators._verdicts import ok_verdict
 from validators.answers import AnswerMatch, find_answers, find_concluding_answer
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.registry import register
@@ -55,6 +56,7 @@ class _FinalAnswerSession(ValidatorSession):
         self.reported = False
         self.unparseable: tuple[int, AnswerMatch] | None = None  # a marker that did not parse
         self.last_step_text = ""
+        self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         before = self.answer_step
@@ -75,7 +77,7 @@ class _FinalAnswerSession(ValidatorSession):
                              detail="complete final answer written")
         if checkpoint.final:
             return self._judge_end()
-        return self.v.ok()
+        return self.ok
 
     def _judge_end(self) -> Verdict:
         if self.answer is not None:

@@ -12,6 +12,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from validators._verdicts import ok_verdict
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.registry import register
 
@@ -139,6 +140,13 @@ class Hallucination(Validator):
             parts.append(rf"\b(?:{_trie_regex(bounded)})\b")
         if loose:
             parts.append(f"(?:{_trie_regex(loose)})")
+        # The same phrases, case-sensitive, for text lowercased first: over twice as fast as
+        # re.IGNORECASE, and the same matches when the phrases are ASCII, there are no raw
+        # patterns and the text holds none of the characters re.IGNORECASE matches with an
+        # ASCII letter that lower() does not turn into it (see _search).
+        self.lowered: re.Pattern[str] | None = (
+            re.compile("|".join(parts)) if parts and not p.patterns
+            and all(x.isascii() for x in phrases) else None)
         parts += [f"(?:{x})" for x in p.patterns]
         self.regex: re.Pattern[str] | None = (
             re.compile("|".join(parts), re.IGNORECASE) if parts else None)
@@ -151,16 +159,33 @@ class _HallucinationSession(ValidatorSession):
     def __init__(self, validator: Hallucination) -> None:
         self.v = validator
         self.done = False  # one fault per sample: a soft score is not compounded per phrase
+        self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         regex = self.v.regex
         if regex is None or self.done:
-            return self.v.ok()
+            return self.ok
         for step in checkpoint.steps:
-            m = regex.search(step.text)
-            if m is not None:
+            span = _search(regex, self.v.lowered, step.text)
+            if span is not None:
                 self.done = True
+                phrase = step.text[span[0]:span[1]]
                 return self.v.fault("hallucination_phrase",
-                                    f"phrase {m.group()[:80]!r} in step {step.index}",
+                                    f"phrase {phrase[:80]!r} in step {step.index}",
                                     step_index=step.index)
-        return self.v.ok()
+        return self.ok
+
+
+# Characters re.IGNORECASE matches with an ASCII letter (i, s) where lower() gives another
+# character, or (İ -> i + U+0307) a longer string that would shift positions.
+_CASE_ODDITIES = ("İ", "ı", "ſ")
+
+
+def _search(regex: re.Pattern[str], lowered: re.Pattern[str] | None,
+            text: str) -> tuple[int, int] | None:
+    """The span of the first phrase in `text`, as `regex` (case-insensitive) finds it."""
+    if lowered is not None and (text.isascii() or not any(c in text for c in _CASE_ODDITIES)):
+        m = lowered.search(text.lower())  # lower() keeps every position here
+    else:
+        m = regex.search(text)
+    return m.span() if m is not None else None

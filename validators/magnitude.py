@@ -23,6 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from validators._verdicts import ok_verdict
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.numbers import extract_numbers, iter_numbers, number_at, numbers_in_problem
 from validators.registry import register
@@ -170,10 +171,11 @@ class _NegativeSession(ValidatorSession):
         self.validator = validator
         self.active = active
         self.score = score
+        self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         if not self.active:
-            return self.validator.ok()
+            return self.ok
         for step in checkpoint.steps:
             spans = stated_negatives(step.text)
             if spans:
@@ -182,7 +184,7 @@ class _NegativeSession(ValidatorSession):
                     "unexpected_negative",
                     f"{step.text[start:end][:60]} stated, but the problem has no negative "
                     "quantities", step_index=step.index, score=self.score)
-        return self.validator.ok()
+        return self.ok
 
 
 @register
@@ -192,9 +194,11 @@ class NegativeValuesValidator(Validator):
     description = ("A negative result where the problem has no negative numbers and nothing "
                    "that makes one natural (temperatures, debts, equations).")
     Params = NegativeParams
+    _words: tuple[str, ...] | None = None
 
     def open(self, ctx: ProblemContext) -> ValidatorSession:
         assert isinstance(self.params, NegativeParams)
-        words = [*self.params.plausible_words, *self.params.extra_plausible_words]
-        return _NegativeSession(self, not negatives_plausible(ctx.problem, words),
+        if self._words is None:  # params are fixed once built: join the word lists once
+            self._words = (*self.params.plausible_words, *self.params.extra_plausible_words)
+        return _NegativeSession(self, not _negatives_plausible(ctx.problem, self._words),
                                 self.params.score_on_fault)

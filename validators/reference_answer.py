@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from validators._verdicts import ok_verdict
 from validators.answers import answers_equal, find_answers, find_concluding_answer, normalize_answer
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.registry import register
@@ -46,10 +47,11 @@ class _ReferenceSession(ValidatorSession):
         self.use_conclusion = use_conclusion
         self.judged = reference is None  # nothing to do without a reference
         self.last_step_text = ""
+        self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         if self.judged:
-            return self.v.ok()
+            return self.ok
         for step in checkpoint.steps:
             self.last_step_text = step.text
             answers = [m for m in find_answers(step.text) if m.normalized is not None]
@@ -61,12 +63,12 @@ class _ReferenceSession(ValidatorSession):
             concluded = find_concluding_answer(self.last_step_text)
             if concluded is not None:
                 return self._compare(concluded.raw, None)
-        return self.v.ok()
+        return self.ok
 
     def _compare(self, answer: str, step_index: int | None) -> Verdict:
         assert self.reference is not None
         if answers_equal(answer, self.reference):
-            return self.v.ok()
+            return self.ok
         return self.v.fault("wrong_answer",
                             f"final answer {normalize_answer(answer)!r} differs from the "
                             f"reference {normalize_answer(self.reference)!r}",

@@ -22,10 +22,10 @@ from collections import Counter, deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from validators._verdicts import ok_verdict
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.registry import register
 
-_WS = re.compile(r"\s+")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _PERIODIC = re.compile(r"(.{1,10}?)\1{4,}", re.DOTALL)
@@ -87,13 +87,14 @@ class _RepetitionSession(ValidatorSession):
         self.tail_text = ""  # the unfinished step as last seen (its characters are scanned)
         self.tail_words = 0  # how much of it the word scan has seen (up to a whitespace)
         self.done = False
+        self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         if self.done:
-            return self.v.ok()
+            return self.ok
         verdict = self._feed(checkpoint)
         self.done = verdict is not None
-        return verdict or self.v.ok()
+        return verdict or self.ok
 
     def _feed(self, cp: Checkpoint) -> Verdict | None:
         for step in cp.steps:
@@ -124,7 +125,7 @@ class _RepetitionSession(ValidatorSession):
     # -- whole steps ---------------------------------------------------------------------------
 
     def _judge_step(self, text: str, index: int) -> Verdict | None:
-        normalized = _WS.sub(" ", text).strip().lower()
+        normalized = " ".join(text.split()).lower()  # str.split: the whitespace of \s
         words = _WORD.findall(normalized)
         if len(words) < self.p.min_step_words:
             return None
@@ -154,7 +155,7 @@ class _RepetitionSession(ValidatorSession):
             return None
         scanned = self.run_carry + text
         self.run_carry = scanned[-_RUN_OVERLAP:]
-        if self.p.min_run_chars >= 30 and not _may_be_periodic(scanned):
+        if self.p.min_run_chars >= 30 and not _may_be_periodic(scanned, self.p.min_run_chars):
             return None
         for m in _PERIODIC.finditer(scanned):
             if len(m.group()) >= self.p.min_run_chars and any(c.isalnum() for c in m.group(1)):
@@ -165,7 +166,7 @@ class _RepetitionSession(ValidatorSession):
 
     def _scan_ngrams(self, text: str, index: int) -> Verdict | None:
         """Hash the n-grams of the new words (C-level map/zip, no per-word Python work) into the
-        window, a slice at a time, and count the window after each slice."""
+        window, a slice at a time, and look for a phrase at the limit after each slice."""
         n, limit = self.p.ngram, self.p.max_ngram_repeats
         words = list(map(hash, text.lower().split()))
         if not words:
@@ -174,9 +175,14 @@ class _RepetitionSession(ValidatorSession):
         self.carry_words = joined[-(n - 1):] if n > 1 else []
         grams = list(map(hash, zip(*(joined[i:] for i in range(n)), strict=False)))
         step = max(1, self.p.window_words // 2)
+        window = self.gram_window
         for start in range(0, len(grams), step):
-            self.gram_window.extend(grams[start:start + step])
-            gram, count = Counter(self.gram_window).most_common(1)[0]
+            window.extend(grams[start:start + step])
+            # No phrase can occur `limit` times among w n-grams with more than w - limit + 1
+            # distinct ones: a set (C-level) settles the common case without counting.
+            if len(set(window)) > len(window) - limit + 1:
+                continue
+            gram, count = Counter(window).most_common(1)[0]
             if count >= limit:
                 return self.v.fault("repeated_phrase",
                                     f"the same {n}-word phrase {count} times in the last "
@@ -188,11 +194,13 @@ def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
     return len(a & b) / len(a | b) if (a or b) else 1.0
 
 
-def _may_be_periodic(text: str) -> bool:
-    """A necessary condition for a run of 30+ characters with a period of at most 10: some
-    10-character slice starting at a multiple of 10 recurs within its next 10 positions. (In
-    such a run from s, the first multiple of 10 at or after s, j < s + 10, has j + period + 10
-    < s + 30, so text[j:j+10] == text[j+period:j+period+10].) One slice and one bounded C-level
-    find per 10 characters, where the regex tries 10 unit lengths at every position."""
+def _may_be_periodic(text: str, min_run: int) -> bool:
+    """A necessary condition for a run of `min_run` (at least 30) characters with a period p of
+    at most 10: some 10-character slice starting at a multiple of `stride` = min_run - 19 recurs
+    within its next 10 positions. (In such a run from s, the first multiple of the stride at or
+    after s, j <= s + stride - 1, has j + p + 10 <= s + min_run, so text[j:j+10] ==
+    text[j+p:j+p+10].) One slice and one bounded C-level find per `stride` characters, where
+    the regex tries 10 unit lengths at every position."""
     find = text.find
-    return any(find(text[j:j + 10], j + 1, j + 20) >= 0 for j in range(0, len(text) - 10, 10))
+    return any(find(text[j:j + 10], j + 1, j + 20) >= 0
+               for j in range(0, len(text) - 10, min_run - 19))

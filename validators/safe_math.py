@@ -90,7 +90,7 @@ class Parsed:
         return sympy.Rational(self.exact.numerator, self.exact.denominator)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: internal, and a frozen __init__ costs per token
 class _Tok:
     kind: str  # num, pct, frac, op, open, close
     text: str
@@ -117,8 +117,8 @@ def _tokenize(text: str) -> list[_Tok]:
         tok = m.group()
         decimals = 0
         if kind == "num":
-            digits = sum(ch.isdigit() for ch in tok)
-            if digits > MAX_LITERAL_DIGITS:
+            if len(tok) > MAX_LITERAL_DIGITS and sum(ch.isdigit() for ch in tok) > (
+                    MAX_LITERAL_DIGITS):  # (a literal has no more digits than characters)
                 raise _Refuse("literal too long")
             tok = tok.replace("{,}", "").replace(",", "")
             decimals = len(tok) - tok.index(".") - 1 if "." in tok else 0
