@@ -58,6 +58,50 @@ class Timeouts(_Strict):
     total: float = Field(600.0, gt=0, description="Longest whole call, seconds.")
 
 
+#: Characters Prefect refuses in a concurrency limit's name.
+_LIMIT_NAME = r"^[^/%&<>]{1,120}$"
+
+
+class Breaker(_Strict):
+    """The circuit breaker of one endpoint (used when a stage lists several endpoints)."""
+
+    failures_to_trip: int = Field(3, ge=1, le=1000, description="Consecutive failed calls "
+                                  "(errors, timeouts; never rejections) that take the endpoint "
+                                  "out of the rotation.")
+    cooldown_seconds: float = Field(30.0, gt=0, le=3600, description="How long it stays out "
+                                    "after tripping; doubles after each failed trial call.")
+    max_cooldown_seconds: float = Field(300.0, gt=0, le=86400)
+    max_wait_seconds: float = Field(60.0, ge=0, le=3600, description="When every endpoint of "
+                                    "a stage is out, how long a call waits for one to come "
+                                    "back before its sample fails.")
+
+    @model_validator(mode="after")
+    def _cap_above_start(self) -> Breaker:
+        if self.max_cooldown_seconds < self.cooldown_seconds:
+            raise ValueError("max_cooldown_seconds must be >= cooldown_seconds")
+        return self
+
+
+class EndpointLimits(_Strict):
+    """Limits that hold across every process using the same Prefect API (Prefect global
+    concurrency limits); unset: off, and no Prefect call is made per stream."""
+
+    max_streams: int | None = Field(None, ge=1, le=100_000, description="Concurrent streams "
+                                    "across all runs and workers.")
+    requests_per_minute: int | None = Field(None, ge=1, le=10_000_000)
+    tokens_per_minute: int | None = Field(None, ge=1, le=1_000_000_000, description="Prompt "
+                                          "plus expected completion tokens (see ENDPOINTS.md).")
+    burst_seconds: float = Field(10.0, gt=0, le=60, description="Rate limits: a quiet "
+                                 "endpoint may take this many seconds' worth at once.")
+    limit_name: str | None = Field(None, pattern=_LIMIT_NAME, description="Base name of the "
+                                   "Prefect limits; default: derived from base_url and model, "
+                                   "so every job calling the same server shares them.")
+
+    @property
+    def configured(self) -> bool:
+        return (self.max_streams or self.requests_per_minute or self.tokens_per_minute) is not None
+
+
 class Endpoint(_Strict):
     name: str = Field(description="Name used by stages and in the ledger.")
     base_url: str = Field(description="OpenAI-compatible base URL (…/v1), or 'replay' to start "
@@ -78,6 +122,10 @@ class Endpoint(_Strict):
     continuous_usage: Literal["auto", "on", "off"] = Field(
         "auto", description="Ask for usage in every chunk (vLLM/SGLang). auto: try it, fall back "
         "if the endpoint refuses the option.")
+    weight: float = Field(1.0, gt=0, le=1_000_000, description="Share of a stage's calls "
+                          "when the stage lists several endpoints (with their current load).")
+    limits: EndpointLimits = Field(default_factory=lambda: EndpointLimits())
+    breaker: Breaker = Field(default_factory=lambda: Breaker())
 
     @field_validator("base_url")
     @classmethod
@@ -145,7 +193,9 @@ class Stage(_Strict):
     kind: Literal["problem", "solve", "judge"] = Field(
         "solve", description="problem: S1, generate a problem from a seed; solve: answer it; "
         "judge: S4, a model scores the solution 1-5 ({solution} in the template).")
-    endpoint: str | None = Field(None, description="Endpoint name; default: the first.")
+    endpoint: str | list[str] | None = Field(
+        None, description="Endpoint name, or a list of names to spread the calls over (by "
+        "weight and load, away from failing ones); default: the first endpoint.")
     system: str | None = Field(None, description="System message.")
     template: str = Field(description="User message; fields: {problem}, {seed}, {reference}.")
     checkpoints: Checkpoints = Field(default_factory=lambda: Checkpoints())
@@ -159,6 +209,21 @@ class Stage(_Strict):
     max_tokens: int | None = Field(None, ge=1, description="Overrides sampling.max_tokens.")
     accept_at: int = Field(3, ge=1, le=5, description="judge stages: accept scores >= this "
                            "(the paper: 3).")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_list(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("give at least one endpoint name (or leave endpoint out)")
+            if len(set(v)) != len(v):
+                raise ValueError(f"endpoint names repeat: {v}")
+        return v
+
+    @property
+    def endpoint_names(self) -> list[str] | None:
+        """The endpoint names this stage may call, in the spec's order; None: the default."""
+        return [self.endpoint] if isinstance(self.endpoint, str) else self.endpoint
 
     @field_validator("template")
     @classmethod
@@ -254,8 +319,9 @@ class JobSpec(_Strict):
         if len(set(stage_names)) != len(stage_names):
             raise ValueError(f"stage names must be unique, got {stage_names}")
         for i, st in enumerate(self.stages):
-            if st.endpoint is not None and st.endpoint not in names:
-                raise ValueError(f"stages[{i}].endpoint {st.endpoint!r} is not one of {names}")
+            unknown_eps = [n for n in st.endpoint_names or [] if n not in names]
+            if unknown_eps:
+                raise ValueError(f"stages[{i}].endpoint {unknown_eps[0]!r} is not one of {names}")
             if st.kind == "problem" and i != 0:
                 raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
         unknown = set(self.quality_gate.acceptance_bounds) - {*stage_names, "dedup"}
@@ -270,9 +336,14 @@ class JobSpec(_Strict):
                 raise ValueError(f"stages[{i}]: a 'judge' stage must follow a 'solve' stage")
         return self
 
+    def endpoints_for(self, stage: Stage) -> list[Endpoint]:
+        """The endpoints a stage spreads its calls over (one, unless it lists several)."""
+        by_name = {e.name: e for e in self.endpoints}
+        return [by_name[n] for n in stage.endpoint_names or [self.endpoints[0].name]]
+
     def endpoint_for(self, stage: Stage) -> Endpoint:
-        name = stage.endpoint or self.endpoints[0].name
-        return next(e for e in self.endpoints if e.name == name)
+        """The stage's first (or only) endpoint."""
+        return self.endpoints_for(stage)[0]
 
     def max_tokens_for(self, stage: Stage) -> int:
         return stage.max_tokens or self.sampling.max_tokens
@@ -281,7 +352,10 @@ class JobSpec(_Strict):
         return self.model_dump(mode="json")
 
     def spec_hash(self) -> str:
-        blob = json.dumps(self.snapshot(), sort_keys=True).encode()
+        # Defaults left out: a setting added to foldem later does not change the hash of a
+        # spec that does not use it, so runs started before an upgrade still resume.
+        blob = json.dumps(self.model_dump(mode="json", exclude_defaults=True),
+                          sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
     def resolve_path(self, path: str) -> Path:

@@ -6,8 +6,10 @@
 
 Retries: 429, 5xx, connection errors and a missing first token are retried with backoff, but only
 before the first token (after that a retry would pay for the same tokens twice and change the
-sample). The per-endpoint semaphore bounds concurrent streams. Usage: `include_usage` always, and
-`continuous_usage_stats` when the endpoint accepts it (auto-detected once per endpoint).
+sample). The per-endpoint semaphore bounds concurrent streams in this process; an optional
+`EndpointLimiter` (tasks/limits.py) adds the limits shared across processes. Usage:
+`include_usage` always, and `continuous_usage_stats` when the endpoint accepts it (auto-detected
+once per endpoint).
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import httpx2
@@ -35,6 +38,9 @@ from foldem.errors import (
 from foldem.jobspec import Endpoint
 from foldem.tokens import count_tokens
 from tasks.protocol import StreamChunk
+
+if TYPE_CHECKING:
+    from tasks.limits import EndpointLimiter
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,15 +164,34 @@ class StreamCall:
         tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
         return Delta(text, tokens)
 
-    async def drain(self, budget: float = 0.005) -> None:
-        """Count what already reached us before hanging up. A chunk the server wrote while we
-        were judging the previous one is delivered and paid for: it belongs in the ledger. The
-        budget is for the whole drain, so a fast server cannot keep the stream open."""
-        deadline = time.perf_counter() + budget
+    def _half_close(self) -> bool:
+        """Send our FIN while still reading: the server learns of the hang-up at once and stops
+        (uvicorn-based servers — vLLM, SGLang, the replay — treat EOF as a disconnect), and
+        every chunk it wrote before that still reaches us to be counted."""
+        try:
+            stream = self._response.http_response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is None:
+                return False
+            sock.shutdown(socket.SHUT_WR)
+            return True
+        except (AttributeError, OSError):
+            return False
+
+    async def drain(self, quiet: float = 0.002, cap: float = 0.05,
+                    cap_half_closed: float = 30.0) -> None:
+        """Count what the server sent before it learned we hang up: those chunks are delivered
+        and paid for (many, when this process lagged behind), so they belong in the ledger.
+        After a half-close the server stops and closes its side: read to that end, for at most
+        `cap_half_closed` seconds (only a server that ignores hang-ups takes that long, and it
+        generates on, paid for, either way). Otherwise read until the stream has been quiet
+        for `quiet` seconds (what is buffered parses at once), at most `cap` seconds in all."""
+        half_closed = self._half_close()
+        deadline = time.perf_counter() + (cap_half_closed if half_closed else cap)
         while (left := deadline - time.perf_counter()) > 0:
             try:
-                chunk = await self._next(left)
-            except Exception:  # noqa: BLE001 - we are hanging up anyway
+                chunk = await self._next(left if half_closed else min(quiet, left))
+            except Exception:  # noqa: BLE001 - quiet, or broken: we are hanging up anyway
                 return
             if chunk is None:
                 return
@@ -208,11 +233,14 @@ async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[StreamChunk]:
 
 
 class EndpointClient:
-    """One configured endpoint: an AsyncOpenAI client plus the per-endpoint stream limit."""
+    """One configured endpoint: an AsyncOpenAI client plus the per-endpoint stream limit,
+    and the cross-process limits when `limiter` is given."""
 
-    def __init__(self, endpoint: Endpoint, *, base_url: str, api_key: SecretStr) -> None:
+    def __init__(self, endpoint: Endpoint, *, base_url: str, api_key: SecretStr,
+                 limiter: EndpointLimiter | None = None) -> None:
         self.endpoint = endpoint
         self.base_url = base_url
+        self.limiter = limiter
         t = endpoint.timeouts
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key.get_secret_value(), max_retries=0,
@@ -248,8 +276,8 @@ class EndpointClient:
                     stream_options=options, **params)
 
     async def _open(self, messages: list[dict[str, str]], params: dict[str, Any],
-                    stats: CallStats) -> tuple[Any, AsyncIterator[StreamChunk],
-                                               StreamChunk | None, float]:
+                    stats: CallStats, max_retries: int
+                    ) -> tuple[Any, AsyncIterator[StreamChunk], StreamChunk | None, float]:
         """Open the stream and wait for its first chunk, retrying where that is safe."""
         ep = self.endpoint
         attempt = 0
@@ -277,7 +305,7 @@ class EndpointClient:
                                         status=exc.status_code) from None
             except openai.APIStatusError as exc:
                 retryable = exc.status_code == 429 or exc.status_code >= 500
-                if not retryable or attempt >= ep.max_retries:
+                if not retryable or attempt >= max_retries:
                     raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
                                         status=exc.status_code, retryable=retryable) from None
                 delay = _retry_after(exc) or _backoff(attempt)
@@ -285,7 +313,7 @@ class EndpointClient:
                     OSError, EndpointError) as exc:
                 if response is not None:
                     await response.close()
-                if attempt >= ep.max_retries:
+                if attempt >= max_retries:
                     what = (f"no first token within {ep.timeouts.first_token:.0f}s"
                             if isinstance(exc, asyncio.TimeoutError)
                             else f"{type(exc).__name__}: {exc}")
@@ -294,22 +322,40 @@ class EndpointClient:
             attempt += 1
             await asyncio.sleep(delay)
 
+    def _held(self, messages: list[dict[str, str]], max_tokens: int,
+              expected_tokens: int | None) -> AbstractAsyncContextManager[None]:
+        """The cross-process slots of one call (nothing, and no API call, without limits)."""
+        if self.limiter is None:
+            return nullcontext()
+        tokens = 0
+        if self.limiter.counts_tokens:  # what the call is likely to cost (docs/ENDPOINTS.md)
+            tokens = (sum(count_tokens(m["content"]) for m in messages)
+                      + (expected_tokens or max_tokens))
+        return self.limiter.hold(tokens)
+
     @asynccontextmanager
     async def stream(self, messages: list[dict[str, str]], *, max_tokens: int,
                      temperature: float, top_p: float = 1.0, seed: int | None = None,
-                     stats: CallStats | None = None) -> AsyncIterator[StreamCall]:
+                     stats: CallStats | None = None, max_retries: int | None = None,
+                     expected_tokens: int | None = None) -> AsyncIterator[StreamCall]:
         """Open a stream; leaving the block closes it. `stats` (filled in as the call goes,
-        even when it fails) is settled on exit: server usage where reported, else an estimate."""
+        even when it fails) is settled on exit: server usage where reported, else an estimate.
+        `max_retries` overrides the endpoint's (a pool sets 0 while it can move the call);
+        `expected_tokens` sizes the tokens-per-minute reservation (else max_tokens)."""
         params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
                                   "top_p": top_p}
         if seed is not None:
             params["seed"] = seed
         stats = stats if stats is not None else CallStats()
-        async with self._limit:
+        retries = self.endpoint.max_retries if max_retries is None else max_retries
+        # Local slot first, so at most max_concurrent_streams calls of this process wait on the
+        # Prefect API; waiting for a slot is not the endpoint's fault: outside the total timeout.
+        async with self._limit, self._held(messages, max_tokens, expected_tokens):
             self.active_streams += 1
             try:
                 async with asyncio.timeout(self.endpoint.timeouts.total):
-                    response, chunks, first, t0 = await self._open(messages, params, stats)
+                    response, chunks, first, t0 = await self._open(messages, params, stats,
+                                                                   retries)
                     call = StreamCall(chunks, first, response, stats, t0,
                                       self.endpoint.timeouts.idle, self.endpoint.name)
                     try:

@@ -1,13 +1,16 @@
-"""Base URLs for a job's endpoints; starts the bundled replay endpoint when one says `replay`."""
+"""Base URLs for a job's endpoints (starting the bundled replay endpoint when one says `replay`)
+and the preflight that checks them before a run."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
+from foldem.errors import EndpointError
 from foldem.jobspec import REPLAY, JobSpec
 from foldem.replay.launcher import ReplayServer, start_replay_server
 from tasks.client import EndpointClient, resolve_api_key
+from tasks.runner import Engine
 
 
 @contextmanager
@@ -22,14 +25,44 @@ def endpoint_urls(job: JobSpec) -> Iterator[tuple[dict[str, str], ReplayServer |
         yield {name: (srv.base_url if url == REPLAY else url) for name, url in urls.items()}, srv
 
 
-async def check_endpoints(job: JobSpec) -> None:
-    """Preflight every configured endpoint that is not the bundled replay: a dead server or a
-    refused key fails here with a clear message, before any run starts."""
-    for ep in job.endpoints:
-        if ep.base_url == REPLAY:
-            continue
-        client = EndpointClient(ep, base_url=ep.base_url, api_key=resolve_api_key(ep))
+async def preflight_clients(job: JobSpec,
+                            clients: Mapping[str, EndpointClient]) -> dict[str, EndpointError]:
+    """Preflight every client; return the endpoints that failed. Raises the failure of the
+    first stage none of whose endpoints answer: a dead server or a refused key fails here, with a
+    clear message, unless the stage lists another endpoint that works."""
+    dead: dict[str, EndpointError] = {}
+    for name, client in clients.items():
         try:
             await client.preflight()
-        finally:
+        except EndpointError as exc:
+            dead[name] = exc
+    for stage in job.stages:
+        names = [ep.name for ep in job.endpoints_for(stage)]
+        if all(n in dead for n in names):
+            raise dead[names[0]]
+    return dead
+
+
+async def preflight_run(engine: Engine) -> list[str]:
+    """The flow's preflight: fails as `preflight_clients` does; an endpoint that failed but has
+    live siblings in every stage that lists it starts the run out of the rotation (its breaker
+    open: a trial call after the cooldown). Returns a warning per such endpoint."""
+    dead = await preflight_clients(engine.job, engine.clients)
+    if engine.router is not None:
+        for name, exc in dead.items():
+            engine.router.members[name].breaker.force_open(exc.reason)
+    return [f"{exc.message}; the run starts without it (a trial call after "
+            f"{engine.clients[name].endpoint.breaker.cooldown_seconds:g} s)"
+            for name, exc in dead.items()]
+
+
+async def check_endpoints(job: JobSpec) -> None:
+    """Preflight every configured endpoint that is not the bundled replay, before a run starts
+    (`foldem run`); see `preflight_clients` for which failures stop it."""
+    clients = {ep.name: EndpointClient(ep, base_url=ep.base_url, api_key=resolve_api_key(ep))
+               for ep in job.endpoints if ep.base_url != REPLAY}
+    try:  # the replay endpoints are not in `clients`: they count as live
+        await preflight_clients(job, clients)
+    finally:
+        for client in clients.values():
             await client.aclose()

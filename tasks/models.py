@@ -96,6 +96,28 @@ class SampleResult(_Model):
     ledger: list[LedgerEntry] = Field(default_factory=list)
 
 
+class EndpointFigures(_Model):
+    """One endpoint's share of a run (from the ledger; breaker trips from the flow's process)."""
+
+    endpoint: str
+    calls: int = 0
+    failed_calls: int = 0  # calls that ended in an error (including those moved elsewhere)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    mean_ttft_ms: float | None = None  # over the calls that got a first token
+    breaker_trips: int | None = None  # None: not known (a summary read back from the database)
+
+
+class StageFigures(_Model):
+    """One stage's funnel: samples that reached it, and how they left it."""
+
+    stage: str
+    reached: int = 0  # samples with a call at this stage
+    rejected: int = 0
+    failed: int = 0  # samples whose call at this stage ended in an error
+    passed: int = 0  # reached - rejected - failed: on to the next stage, or accepted
+
+
 class RunSummary(_Model):
     """What `foldem run --summary-json` writes (issue 2's keys first)."""
 
@@ -116,3 +138,5 @@ class RunSummary(_Model):
     quality_gate: str | None = None  # "passed", the failure message, or None when not run
     near_duplicates_removed: int | None = None  # None when dedup did not run
     exported_to: str | None = None  # the export directory, when the run was exported
+    endpoints: list[EndpointFigures] = Field(default_factory=list)  # per endpoint, by name
+    stages: list[StageFigures] = Field(default_factory=list)  # in the order samples meet them

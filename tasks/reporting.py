@@ -9,9 +9,13 @@ def _share(part: int, whole: int) -> str:
     return f"{part / whole:.1%}" if whole else "-"
 
 
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
 def summary_markdown(s: RunSummary, *, job_name: str) -> str:
     lines = [
-        f"# foldem run `{s.run_id}` ({job_name}): {s.status}", "",
+        f"# {job_name}: {s.status}", "", f"foldem run `{s.run_id}`", "",
         "| samples | accepted | rejected | failed |", "|---:|---:|---:|---:|",
         f"| {s.samples} | {s.accepted} ({_share(s.accepted, s.samples)}) "
         f"| {s.rejected} ({_share(s.rejected, s.samples)}) | {s.failed} |", "",
@@ -20,30 +24,43 @@ def summary_markdown(s: RunSummary, *, job_name: str) -> str:
         f"| {s.prompt_tokens:,} | {s.completion_tokens:,} | {s.tokens_saved:,} | {s.calls} "
         f"| {s.aborted_calls} |", "",
     ]
+    if s.endpoints:
+        lines += ["## Endpoints", "",
+                  "| endpoint | calls | failed | prompt tokens | completion tokens "
+                  "| mean TTFT ms | breaker trips |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {e.endpoint} | {e.calls} | {e.failed_calls} | {e.prompt_tokens:,} "
+                  f"| {e.completion_tokens:,} | {_or_dash(e.mean_ttft_ms)} "
+                  f"| {_or_dash(e.breaker_trips)} |" for e in s.endpoints]
+        lines.append("")
+    if s.stages:
+        lines += ["## By stage", "", "| stage | reached | passed | rejected | failed |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {st.stage} | {st.reached} | {st.passed} | {st.rejected} | {st.failed} |"
+                  for st in s.stages]
+        lines.append("")
     if s.rejections_by_validator:
         lines += ["## Rejections by validator", "", "| validator | rejected |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(s.rejections_by_validator.items(),
                                                      key=lambda kv: -kv[1])]
         lines.append("")
-    if s.rejections_by_stage:
-        lines += ["## Rejections by stage", "", "| stage | rejected |", "|---|---:|"]
-        lines += [f"| {k} | {v} |" for k, v in sorted(s.rejections_by_stage.items())]
-        lines.append("")
+    notes = []  # a list: markdown would run single lines together into one paragraph
     if s.server_tokens_sent is not None:
-        lines.append(f"Replay endpoint sent {s.server_tokens_sent:,} completion tokens "
+        notes.append(f"Replay endpoint sent {s.server_tokens_sent:,} completion tokens "
                      "this session.")
     if s.near_duplicates_removed is not None:
-        lines.append(f"Near-duplicates removed: {s.near_duplicates_removed}.")
+        notes.append(f"Near-duplicates removed: {s.near_duplicates_removed}.")
     if s.quality_gate is not None:
-        lines.append(f"Quality gate: {s.quality_gate}")
+        notes.append(f"Quality gate: {s.quality_gate.rstrip('.')}.")
     if s.exported_to is not None:
-        lines.append(f"Accepted samples exported to `{s.exported_to}` (JSONL/Parquet, chat and "
+        notes.append(f"Accepted samples exported to `{s.exported_to}` (JSONL/Parquet, chat and "
                      "plain forms, manifest.json).")
+    lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
 
 
 def summary_text(s: RunSummary) -> str:
-    width = max((len(k) for k in s.rejections_by_validator), default=10)
+    width = max((len(k) for k in [*s.rejections_by_validator,
+                                  *(e.endpoint for e in s.endpoints)]), default=10)
     out = [
         f"run {s.run_id}: {s.status}",
         f"  samples    {s.samples:>8,}",
@@ -63,6 +80,12 @@ def summary_text(s: RunSummary) -> str:
         out.append(f"  quality gate: {s.quality_gate}")
     if s.exported_to is not None:
         out.append(f"  exported to {s.exported_to}/ (chat and plain forms, manifest.json)")
+    if len(s.endpoints) > 1 or any(e.breaker_trips for e in s.endpoints):
+        out.append("  endpoints:")
+        out += [f"    {e.endpoint:<{width}} {e.calls:>6,} calls, {e.failed_calls:,} failed, "
+                f"{e.completion_tokens:,} completion tokens, mean TTFT "
+                f"{_or_dash(e.mean_ttft_ms)} ms, breaker trips {_or_dash(e.breaker_trips)}"
+                for e in s.endpoints]
     if s.rejections_by_validator:
         out.append("  rejections by validator:")
         out += [f"    {k:<{width}} {v:>6,}" for k, v in sorted(

@@ -2,17 +2,21 @@
 
 Prefect task parameters must be serialisable, so shard tasks receive the run id and look the
 live objects up here. All shards of a run execute in the flow's event loop, which is what lets
-one asyncio semaphore per endpoint bound the streams across shards.
+one asyncio semaphore per endpoint bound the streams across shards, and one router share each
+endpoint's circuit breaker. Endpoint `limits:` that hold across processes are set up in the
+Prefect API here, at run start (tasks/limits.py).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from foldem.jobspec import JobSpec
 from tasks.client import EndpointClient, resolve_api_key
+from tasks.limits import LimitsSession, build_limiters
 from tasks.progress import ProgressBoard
 from tasks.runner import Engine, build_stage_validators
 
@@ -24,10 +28,13 @@ class RunContext:
     database_url: str
     engine: Engine
     board: ProgressBoard
+    limits: list[LimitsSession] = field(default_factory=list)
 
     async def aclose(self) -> None:
         for client in self.engine.clients.values():
             await client.aclose()
+        for session in self.limits:
+            await session.aclose()
 
 
 _CONTEXTS: dict[str, RunContext] = {}
@@ -42,13 +49,24 @@ GIL_SWITCH_INTERVAL = 0.001
 def open_context(job: JobSpec, *, run_id: str, database_url: str,
                  base_urls: Mapping[str, str], board: ProgressBoard) -> RunContext:
     sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))
+    limited = any(ep.limits.configured for ep in job.endpoints)
+    limiters = build_limiters(job.endpoints, holder=_flow_run_holder() if limited else None)
     clients = {ep.name: EndpointClient(ep, base_url=base_urls[ep.name],
-                                       api_key=resolve_api_key(ep)) for ep in job.endpoints}
+                                       api_key=resolve_api_key(ep),
+                                       limiter=limiters.get(ep.name)) for ep in job.endpoints}
     engine = Engine(job=job, run_id=run_id, clients=clients,
                     validators=build_stage_validators(job))
-    ctx = RunContext(job, run_id, database_url, engine, board)
+    sessions = list({id(lim.session): lim.session for lim in limiters.values()}.values())
+    ctx = RunContext(job, run_id, database_url, engine, board, sessions)
     _CONTEXTS[run_id] = ctx
     return ctx
+
+
+def _flow_run_holder() -> dict[str, Any] | None:
+    """The flow run holding the slots, as Prefect shows it for a lease; None outside one."""
+    from prefect.runtime import flow_run
+
+    return {"type": "flow_run", "id": flow_run.id} if flow_run.id else None
 
 
 def get_context(run_id: str) -> RunContext:

@@ -1,21 +1,23 @@
 """Run one sample through its stages: render → stream → checkpoints → validators → policy.
 
 A rejected or early-exited stream is closed at once (leaving the client's context closes the
-HTTP stream). Every call becomes a ledger entry, failed ones included. Errors of the endpoint
-turn the sample into `failed` with a reason; a rejection is data, never an exception.
+HTTP stream). Every call becomes a ledger entry, failed ones included (a call that moved to
+another endpoint before its first token: one entry per endpoint tried). Calls go through the
+stage's `EndpointPool` (tasks/endpoint_pool.py). Errors of the endpoint turn the sample into
+`failed` with a reason; a rejection is data, never an exception.
 """
 
 from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 
 from foldem.errors import EndpointError
 from foldem.jobspec import JobSpec, Stage
 from tasks.checkpoints import CheckpointSplitter
 from tasks.client import CallStats, EndpointClient
+from tasks.endpoint_pool import CallAttempt, EndpointRouter
 from tasks.judge import parse_judge_score
 from tasks.models import (
     AbortReason,
@@ -75,7 +77,8 @@ def _judge_verdict(stage: Stage, reply: str) -> RejectionRecord | None:
 @dataclass(slots=True)
 class StageOutcome:
     text: str
-    stats: CallStats
+    stats: CallStats  # the last attempt's (the stream the text came from)
+    attempts: list[CallAttempt] = field(default_factory=list)  # one per endpoint tried
     decision: Decision | None = None  # the decision that ended the stream early, if any
     rejection: RejectionRecord | None = None
     final_answer: str | None = None
@@ -93,10 +96,21 @@ class Engine:
     validators: Mapping[str, list[ConfiguredValidator]]
     #: Completion tokens of the calls made by this process (to compare with a replay's count).
     session_completion_tokens: int = 0
+    #: Routing over each stage's endpoints; built from `clients` when not given.
+    router: EndpointRouter | None = None
+
+    def __post_init__(self) -> None:
+        if self.router is None:
+            self.router = EndpointRouter(self.job, self.clients)
+
+    def breaker_trips(self) -> dict[str, int]:
+        """Times each endpoint's circuit breaker tripped in this process."""
+        return self.router.breaker_trips() if self.router is not None else {}
 
     async def run_stage(self, stage: Stage, fields: Mapping[str, str],
                         ctx: ProblemContext, seed: int | None) -> StageOutcome:
-        client = self.clients[self.job.endpoint_for(stage).name]
+        assert self.router is not None  # set in __post_init__
+        pool = self.router.pool_for(stage)
         messages = render_messages(stage, fields)
         policy = StagePolicy(self.validators[stage.name], ctx, threshold=stage.threshold,
                              early_exit=stage.early_exit)
@@ -106,10 +120,12 @@ class Engine:
                                       expected_tokens=stage.expected_tokens)
         outcome = StageOutcome(text="", stats=CallStats())
         try:
-            async with client.stream(messages, max_tokens=self.job.max_tokens_for(stage),
-                                     temperature=self.job.sampling.temperature,
-                                     top_p=self.job.sampling.top_p, seed=seed,
-                                     stats=outcome.stats) as call:
+            async with pool.stream(messages, attempts=outcome.attempts,
+                                   max_tokens=self.job.max_tokens_for(stage),
+                                   temperature=self.job.sampling.temperature,
+                                   top_p=self.job.sampling.top_p, seed=seed,
+                                   expected_tokens=stage.expected_tokens) as call:
+                outcome.stats = outcome.attempts[-1].stats
                 async for delta in call:
                     if not self.job.in_flight:
                         continue  # baseline: generate in full, judge afterwards
@@ -121,6 +137,8 @@ class Engine:
                     if outcome.decision is not None:
                         break  # leaving the `async with` closes the stream explicitly
         except EndpointError as exc:
+            if outcome.attempts:
+                outcome.stats = outcome.attempts[-1].stats
             outcome.error = exc.message
             outcome.stats.error = exc.message
             outcome.text = outcome.stats.text
@@ -146,26 +164,32 @@ class Engine:
                                   if stage.expected_tokens else None))
         return outcome
 
-    def ledger_entry(self, item: WorkItem, stage: Stage, out: StageOutcome,
-                     started_at: datetime) -> LedgerEntry:
-        st = out.stats
-        expected = stage.expected_tokens
-        abort_reason: AbortReason | None = None
-        if out.aborted and out.decision is not None:
-            abort_reason = "rejected" if out.decision.action is Action.REJECT else "early_exit"
-        saved = max(0, expected - st.completion_tokens) if (out.aborted and expected) else 0
-        self.session_completion_tokens += st.completion_tokens
-        ep = self.job.endpoint_for(stage)
-        return LedgerEntry(
-            run_id=self.run_id, prompt_id=item.prompt.prompt_id, sample_index=item.sample_index,
-            stage=stage.name, endpoint=ep.name, model=ep.model, prompt_tokens=st.prompt_tokens,
-            completion_tokens=st.completion_tokens,
-            count_source="server_usage" if st.count_source == "server_usage"
-            else "tokenizer_estimate",
-            aborted=out.aborted, abort_reason=abort_reason, expected_tokens=expected,
-            tokens_saved=saved, ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
-            finish_reason=st.finish_reason, attempts=max(1, st.attempts),
-            response_id=st.response_id, error=st.error, started_at=started_at)
+    def ledger_entries(self, item: WorkItem, stage: Stage, out: StageOutcome) -> list[LedgerEntry]:
+        """One row per endpoint the stage's call went to; only the last one can have streamed."""
+        rows = []
+        for attempt in out.attempts:
+            if not attempt.stats.attempts:
+                continue  # no request was sent
+            st, last = attempt.stats, attempt is out.attempts[-1]
+            aborted = out.aborted and last
+            expected = stage.expected_tokens
+            abort_reason: AbortReason | None = None
+            if aborted and out.decision is not None:
+                abort_reason = "rejected" if out.decision.action is Action.REJECT else "early_exit"
+            saved = max(0, expected - st.completion_tokens) if (aborted and expected) else 0
+            self.session_completion_tokens += st.completion_tokens
+            rows.append(LedgerEntry(
+                run_id=self.run_id, prompt_id=item.prompt.prompt_id,
+                sample_index=item.sample_index, stage=stage.name, endpoint=attempt.endpoint.name,
+                model=attempt.endpoint.model, prompt_tokens=st.prompt_tokens,
+                completion_tokens=st.completion_tokens,
+                count_source="server_usage" if st.count_source == "server_usage"
+                else "tokenizer_estimate",
+                aborted=aborted, abort_reason=abort_reason, expected_tokens=expected,
+                tokens_saved=saved, ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
+                finish_reason=st.finish_reason, attempts=max(1, st.attempts),
+                response_id=st.response_id, error=st.error, started_at=attempt.started_at))
+        return rows
 
     async def run_sample(self, item: WorkItem) -> SampleResult:
         prompt = item.prompt
@@ -179,10 +203,9 @@ class Engine:
             ctx = ProblemContext(problem=fields["problem"], stage=stage.kind,
                                  reference_answer=prompt.reference_answer,
                                  expected_tokens=stage.expected_tokens)
-            started = datetime.now(UTC)
             out = await self.run_stage(stage, fields, ctx, seed)
-            if out.stats.attempts:  # a call was made (even if it failed): it goes in the ledger
-                result.ledger.append(self.ledger_entry(item, stage, out, started))
+            # every call made (even a failed one) goes in the ledger
+            result.ledger.extend(self.ledger_entries(item, stage, out))
             result.stages.append(StageText(stage=stage.name, text=out.text, aborted=out.aborted,
                                            final_answer=out.final_answer))
             if out.error is not None:

@@ -43,7 +43,8 @@ class Seen:
     requests: list[dict[str, Any]] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
     active: int = 0
-    max_active: int = 0
+    max_active: int = 0  # peak concurrent streams
+    times: list[float] = field(default_factory=list)  # time.monotonic() of each request
 
 
 class FakeEndpoint:
@@ -69,6 +70,7 @@ class FakeEndpoint:
     async def chat(self, request: Request) -> Response:
         body = await request.json()
         self.seen.requests.append(body)
+        self.seen.times.append(time.monotonic())
         s = self.script
         if s.auth_key and request.headers.get("authorization") != f"Bearer {s.auth_key}":
             return JSONResponse({"error": {"message": "Incorrect API key"}}, status_code=401)

@@ -169,3 +169,32 @@ async def test_abort_closes_the_stream_at_the_server(replay: ReplayServer) -> No
     assert stats.completion_tokens == req.completion_tokens
     assert stats.text == t["steps"][0] + "\n" or stats.text.startswith(t["steps"][0] + "\n")
     await client.aclose()
+
+
+@pytest.fixture(scope="module")
+def unpaced_replay() -> Iterator[ReplayServer]:
+    require_shared()
+    with start_replay_server([TRACE_FILES["gpt3"]], tokens_per_second=0) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("lag", [0.0, 0.3])
+async def test_a_lagging_client_still_counts_every_token_the_server_sent(
+        unpaced_replay: ReplayServer, lag: float) -> None:
+    """Unpaced, the server writes far ahead of the reader; the client then stalls (`lag`, as a
+    busy process does) before it rejects. The half-close stops the server and the drain reads
+    to its end, so the ledger equals what the server says it sent, to the token."""
+    t = trace("gsm8k-gpt3-0-6b_verification")
+    client = client_for(unpaced_replay.base_url)
+    unpaced_replay.reset_stats()
+    stats = CallStats()
+    messages = [{"role": "user", "content": t["problem"]}]
+    async with client.stream(messages, max_tokens=500, temperature=0, seed=1,
+                             stats=stats) as call:
+        async for _ in call:
+            time.sleep(lag)  # blocks the loop, as a busy process would
+            break  # reject after the first token
+    (req,) = unpaced_replay.stats().requests
+    assert stats.completion_tokens == req.completion_tokens
+    assert stats.completion_tokens > 1  # it read on after the rejection: the server was ahead
+    await client.aclose()

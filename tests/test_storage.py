@@ -164,6 +164,12 @@ def test_summarize_run_counts(db_session: Session, run_id: str) -> None:
         "rejections_by_validator": {"arithmetic": 1, "magnitude": 1},
         "rejections_by_stage": {"solve": 2}, "calls": 12, "aborted_calls": 2,
         "quality_gate": None, "near_duplicates_removed": None, "exported_to": None,
+        "endpoints": [{"endpoint": "replay", "calls": 12, "failed_calls": 0,
+                       "prompt_tokens": 240, "completion_tokens": 540, "mean_ttft_ms": 5.0,
+                       "breaker_trips": None}],
+        # The made-up failed sample has no erroring call, so no stage counts it as failed.
+        "stages": [{"stage": "problem", "reached": 6, "rejected": 0, "failed": 0, "passed": 6},
+                   {"stage": "solve", "reached": 6, "rejected": 2, "failed": 0, "passed": 4}],
     }
 
 
