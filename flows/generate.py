@@ -14,11 +14,15 @@ from prefect.artifacts import (
     acreate_progress_artifact,
     aupdate_progress_artifact,
 )
-from prefect.runtime import flow_run
+from prefect.deployments import arun_deployment
+from prefect.runtime import deployment, flow_run
 
-from foldem.jobspec import load_job
-from tasks.endpoints import endpoint_urls
-from tasks.models import RunSummary, WorkItem
+from foldem.errors import ConfigError
+from foldem.jobspec import JobSpec, load_job
+from tasks.claims import PlannedShard, ShardClaims, plan_shards, this_process
+from tasks.endpoint_pool import add_breaker_trips
+from tasks.endpoints import endpoint_urls, preflight_run
+from tasks.models import RunSummary
 from tasks.prefect_tasks import (
     begin_run_task,
     complete_run_task,
@@ -28,13 +32,15 @@ from tasks.prefect_tasks import (
     prepare_database_task,
     process_shard_task,
     quality_gate_task,
+    read_summary_task,
 )
 from tasks.probe_store import check_abort_probes
 from tasks.progress import ProgressBoard
-from tasks.prompts import shard, work_items
+from tasks.prompts import work_items
 from tasks.quality_gate import gate_failure_message, gate_markdown
 from tasks.reporting import summary_markdown
 from tasks.run_context import RunContext, close_context, open_context
+from tasks.shard_pool import Share, lanes_for, work_through
 
 
 def new_run_id(job_name: str) -> str:
@@ -57,59 +63,74 @@ async def _report_progress(board: ProgressBoard, artifact_id: UUID, every: float
                                             description=board.line())
 
 
-async def _fan_out(ctx: RunContext, items: list[WorkItem]) -> list[BaseException]:
-    """One task per shard, all in this event loop (the endpoint semaphores span them);
-    a progress artifact moves while they run. Returns the shards' failures."""
+async def _fan_out(ctx: RunContext, claims: ShardClaims, shards: list[PlannedShard]) -> Share:
+    """This flow run's share of the shards (claimed against its peers, tasks/shard_pool.py),
+    one Prefect task per shard, all in this event loop (the endpoint semaphores span them);
+    a progress artifact moves while they run."""
     board, run_id = ctx.board, ctx.run_id
     artifact = await acreate_progress_artifact(
         progress=round(board.fraction * 100, 1), key=f"{_slug(ctx.job.name)}-progress",
         description=f"run {run_id}")
     reporter = asyncio.create_task(_report_progress(board, artifact))
+
+    async def run_shard(s: PlannedShard) -> dict[str, int]:
+        return await process_shard_task.with_options(
+            task_run_name=f"shard-{s.shard_no:04d} ({len(s.items)} samples)")(
+                run_id, s.shard_no, s.items)
+
+    streams = sum(ep.max_concurrent_streams for ep in ctx.job.endpoints)
     try:
-        outcomes = await asyncio.gather(*(
-            process_shard_task.with_options(
-                task_run_name=f"shard-{i:04d} ({len(s)} samples)")(run_id, i, s)
-            for i, s in enumerate(shard(items, ctx.job.shard_size))), return_exceptions=True)
+        share = await work_through(claims, shards, run_shard,
+                                   lanes=lanes_for(streams, ctx.job.shard_size))
     finally:
         reporter.cancel()
     await aupdate_progress_artifact(artifact, progress=round(board.fraction * 100, 1),
                                     description=board.line())
-    return [o for o in outcomes if isinstance(o, BaseException)]
+    return share
 
 
-@flow(name="generate", log_prints=True, persist_result=False)
-async def generate(job_path: str, run_id: str | None = None,
-                   database_url: str | None = None) -> RunSummary:
-    """Generate samples for a job spec with in-flight rejection; resume `run_id` if it exists."""
+async def _start_peers(flow_runs: int, *, job_path: str, run_id: str,
+                       database_url: str | None) -> None:
+    """Ask the work pool for flow_runs - 1 more flow runs of this deployment on this run."""
     logger = get_run_logger()
-    job = load_job(job_path)
-    run_id = run_id or new_run_id(job.name)
-    prompts = load_prompts_task(job)
-    db_url = prepare_database_task(job, database_url)
-    total = len(prompts) * job.samples_per_prompt
-    server_tokens: int | None = None
-    with endpoint_urls(job) as (urls, replay):
-        ctx = open_context(job, run_id=run_id, database_url=db_url, base_urls=urls,
-                           board=ProgressBoard(total=total))
-        try:
-            for client in ctx.engine.clients.values():
-                await client.preflight()  # a dead endpoint fails here, before the run is recorded
-            check_abort_probes(job, db_url)  # so does one whose aborts were measured not to work
-            resumed, done = begin_run_task(db_url, job, run_id, total, flow_run.id)
-            items = work_items(prompts, job.samples_per_prompt, done)
-            ctx.board.done_before = total - len(items)
-            logger.info(f"run {run_id}: {len(prompts)} prompts x {job.samples_per_prompt} "
-                        f"samples; {'resuming, ' if resumed else ''}{len(items)} to generate")
-            failures = await _fan_out(ctx, items)
-            if replay is not None:
-                server_tokens = replay.stats().total_completion_tokens
-        finally:
-            session_tokens = ctx.engine.session_completion_tokens
-            await close_context(run_id)
-    status = "failed" if failures else "completed"
-    dedup = dedup_task(db_url, run_id, job.dedup) if not failures and job.dedup.enabled else None
+    if flow_runs <= 1:
+        return
+    if deployment.id is None:
+        logger.warning(f"flow_runs={flow_runs} needs a deployment (its work pool runs the "
+                       "peers); here this flow run works alone. More workers on one machine: "
+                       f"start `foldem run JOB --run-id {run_id}` again beside this one")
+        return
+    for n in range(2, flow_runs + 1):
+        peer = await arun_deployment(
+            deployment.id, timeout=0, as_subflow=False,
+            parameters={"job_path": job_path, "run_id": run_id, "database_url": database_url,
+                        "flow_runs": 1, "join": True},
+            flow_run_name=f"{_slug(run_id)}-peer-{n}", tags=["foldem-peer"],
+            idempotency_key=f"{flow_run.id}-peer-{n}")  # a retried flow run adds none twice
+        logger.info(f"started peer flow run {peer.name} ({peer.id}) on run {run_id}")
+
+
+async def _finish(job: JobSpec, db_url: str, claims: ShardClaims,
+                  failures: dict[int, BaseException]) -> tuple[RunSummary, bool]:
+    """Dedup, quality gate, final status and export, by one flow run of the run at a time: the
+    first to take the finalize lock once every shard is done. A flow run that finds the run
+    finalized already (by a peer) reads its summary. Returns (summary, finalized here)."""
+    logger, run_id = get_run_logger(), claims.run_id
+    while not await asyncio.to_thread(claims.try_finalize):  # a peer is finalizing
+        await asyncio.sleep(0.5)
+    state = await asyncio.to_thread(claims.run_state)
+    if state.shards_left:
+        logger.error(f"run {run_id}: {state.shards_left} shards are not done")
+        return complete_run_task(db_url, run_id, "failed"), True
+    if failures:
+        logger.warning(f"{len(failures)} shards failed here but a peer finished them")
+    if state.status in ("completed", "quarantined"):
+        logger.info(f"run {run_id} was finalized by a peer ({state.status})")
+        return read_summary_task(db_url, run_id), False
+    status = "completed"
+    dedup = dedup_task(db_url, run_id, job.dedup) if job.dedup.enabled else None
     gate = None
-    if not failures and job.quality_gate.enabled:
+    if job.quality_gate.enabled:
         gate = quality_gate_task(db_url, run_id, job.quality_gate)
         await acreate_markdown_artifact(gate_markdown(gate), key=f"{_slug(job.name)}-quality-gate",
                                         description=f"quality gate of run {run_id}")
@@ -117,20 +138,94 @@ async def generate(job_path: str, run_id: str | None = None,
             status = "quarantined"  # the data stays in Postgres for inspection; no export
             logger.warning(gate_failure_message(gate))
     summary = complete_run_task(db_url, run_id, status)
-    summary.server_tokens_sent = server_tokens
     summary.quality_gate = None if gate is None else (
         "passed" if gate.passed else gate_failure_message(gate))
     summary.near_duplicates_removed = None if dedup is None else (
         dedup.removed_within_run + dedup.removed_against_earlier)
-    if server_tokens is not None and server_tokens != session_tokens:
-        logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
-                       f"the replay endpoint says it sent {server_tokens}")
     manifest = export_task(db_url, run_id, job) if status == "completed" else None
     summary.exported_to = None if manifest is None else str(
         Path(job.export.dir.format(job=job.name, run_id=run_id)))
-    await acreate_markdown_artifact(
-        summary_markdown(summary, job_name=job.name),
-        key=f"{_slug(job.name)}-summary", description=f"summary of run {run_id}")
-    if failures:
-        raise failures[0]
+    return summary, True
+
+
+async def _name_after_run(run_id: str) -> None:
+    """Name the flow run after the foldem run id, so the UI's run list finds it (peers keep the
+    names the flow run that started them gave)."""
+    if flow_run.id is None:
+        return
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            await client.update_flow_run(UUID(str(flow_run.id)), name=run_id)
+    except Exception as exc:  # noqa: BLE001 - a name is cosmetic; never fail the run for it
+        get_run_logger().warning(f"could not rename the flow run to {run_id}: {exc}")
+
+
+@flow(name="generate", log_prints=True, persist_result=False)
+async def generate(job_path: str, run_id: str | None = None, database_url: str | None = None,
+                   flow_runs: int = 1, join: bool = False) -> RunSummary:
+    """Generate samples for a job spec with in-flight rejection; resume `run_id` if it exists.
+
+    Several flow runs may work on one run id at once, sharing its shards (docs/OPERATIONS.md,
+    "Scale-out"). `flow_runs` > 1, in a deployment's flow run, asks its work pool for that many
+    flow runs in all. `join`: help the flow run that started `run_id`; never start or restart it.
+    """
+    logger = get_run_logger()
+    job = load_job(job_path)
+    if join and not run_id:
+        raise ConfigError("join=True needs the run_id of the run to join")
+    run_id = run_id or new_run_id(job.name)
+    if not join:
+        await _name_after_run(run_id)
+    prompts = load_prompts_task(job)
+    db_url = prepare_database_task(job, database_url)
+    total = len(prompts) * job.samples_per_prompt
+    shards = plan_shards(work_items(prompts, job.samples_per_prompt), job.shard_size)
+    claims = ShardClaims(db_url, run_id, owner=str(flow_run.id or this_process()))
+    server_tokens: int | None = None
+    try:
+        with endpoint_urls(job) as (urls, replay):
+            ctx = open_context(job, run_id=run_id, database_url=db_url, base_urls=urls,
+                               board=ProgressBoard(total=total))
+            try:
+                # A stage with no live endpoint fails here, before the run; a dead replica of
+                # several is taken out of rotation with a warning.
+                for warning in await preflight_run(ctx.engine):
+                    logger.warning(warning)
+                check_abort_probes(job, db_url)  # so does one whose aborts were measured to fail
+                start = begin_run_task(db_url, job, run_id, total, flow_run.id,
+                                       [s.row for s in shards], join)
+                if join and start.status != "running":
+                    logger.info(f"run {run_id} is {start.status} already: nothing to join")
+                    return read_summary_task(db_url, run_id)
+                ctx.board.done_before = len(start.done)
+                logger.info(f"run {run_id}: {len(prompts)} prompts x {job.samples_per_prompt} "
+                            f"samples in {len(shards)} shards; "
+                            f"{'resuming, ' if start.resumed else ''}"
+                            f"{total - len(start.done)} to generate")
+                await _start_peers(flow_runs, job_path=job_path, run_id=run_id,
+                                   database_url=database_url)
+                share = await _fan_out(ctx, claims, shards)
+                logger.info(f"run {run_id}: {share.line()}")
+                if replay is not None:
+                    server_tokens = replay.stats().total_completion_tokens
+            finally:
+                session_tokens = ctx.engine.session_completion_tokens
+                breaker_trips = ctx.engine.breaker_trips()
+                await close_context(run_id)
+        summary, finalized = await _finish(job, db_url, claims, share.failures)
+    finally:
+        await asyncio.to_thread(claims.close)
+    summary.server_tokens_sent = server_tokens
+    add_breaker_trips(summary, breaker_trips)
+    if server_tokens is not None and server_tokens != session_tokens:
+        logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
+                       f"the replay endpoint says it sent {server_tokens}")
+    if finalized:
+        await acreate_markdown_artifact(
+            summary_markdown(summary, job_name=job.name),
+            key=f"{_slug(job.name)}-summary", description=f"summary of run {run_id}")
+    if summary.status == "failed" and share.failures:
+        raise next(iter(share.failures.values()))
     return summary

@@ -11,6 +11,7 @@ from prefect.cache_policies import NONE
 
 from foldem.jobspec import DedupSettings, JobSpec, QualityGateSettings
 from tasks import run_io
+from tasks.claims import ShardRow
 from tasks.db import get_engine, session_scope
 from tasks.dedup import DedupResult, dedup_run
 from tasks.export import ExportManifest, export_run
@@ -33,9 +34,10 @@ def prepare_database_task(job: JobSpec, override_url: str | None) -> str:
 
 @task(name="begin-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def begin_run_task(database_url: str, job: JobSpec, run_id: str, samples_expected: int,
-                   flow_run_id: str | None) -> tuple[bool, set[tuple[str, int]]]:
+                   flow_run_id: str | None, shards: Sequence[ShardRow] = (),
+                   join: bool = False) -> run_io.RunStart:
     return run_io.begin_run(database_url, job, run_id=run_id, samples_expected=samples_expected,
-                            flow_run_id=flow_run_id)
+                            flow_run_id=flow_run_id, shards=shards, join=join)
 
 
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NONE)
@@ -60,6 +62,11 @@ async def process_shard_task(run_id: str, shard_no: int,
 @task(name="complete-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def complete_run_task(database_url: str, run_id: str, status: str) -> RunSummary:
     return run_io.complete_run(database_url, run_id=run_id, status=status)
+
+
+@task(name="read-summary", retries=2, retry_delay_seconds=3, cache_policy=NONE)
+def read_summary_task(database_url: str, run_id: str) -> RunSummary:
+    return run_io.read_summary(database_url, run_id=run_id)
 
 
 @task(name="quality-gate", retries=1, retry_delay_seconds=3, cache_policy=NONE)

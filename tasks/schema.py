@@ -140,6 +140,20 @@ sample_signatures = Table(
                          name="fk_sample_signatures_sample", ondelete="CASCADE"),
 )
 
+run_shards = Table(
+    "run_shards", metadata,
+    Column("run_id", Text, ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True),
+    Column("shard_no", Integer, primary_key=True),
+    Column("samples", Integer, nullable=False),
+    Column("first_item", Text, nullable=False),
+    Column("status", Text, nullable=False, server_default="pending"),
+    Column("claimed_by", Text, nullable=True),
+    Column("claimed_on", Text, nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+)
+
 endpoint_probes = Table(
     "endpoint_probes", metadata,
     Column("id", BigInteger, primary_key=True, autoincrement=True),

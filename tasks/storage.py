@@ -13,12 +13,28 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Table, Text, bindparam, cast, func, literal_column, select, update
+from sqlalchemy import (
+    Table,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
 from sqlalchemy.orm import Session
 
 from foldem.errors import DatabaseError, RunConflictError
-from tasks.models import FINAL_STATUSES, RunSummary, SampleResult
+from tasks.models import (
+    FINAL_STATUSES,
+    EndpointFigures,
+    RunSummary,
+    SampleResult,
+    StageFigures,
+)
 from tasks.schema import RUN_STATUSES, ledger, rejections, runs, samples
 
 SampleKey = tuple[str, int]  # (prompt_id, sample_index)
@@ -26,12 +42,17 @@ SampleKey = tuple[str, int]  # (prompt_id, sample_index)
 
 def start_run(session: Session, *, run_id: str, job_name: str, spec: dict[str, Any],
               spec_hash: str, code_version: str, samples_expected: int,
-              prefect_flow_run_id: str | None = None) -> bool:
+              prefect_flow_run_id: str | None = None, join: bool = False) -> bool:
     """Create the run, or resume it if it exists with the same spec; True when resuming.
 
-    Raises RunConflictError if the run exists with a different spec_hash.
+    Several flow runs may resume one run at once: they are peers that share its shards
+    (tasks/claims.py). With `join`, the run must exist already and is left as it is (a helper
+    flow run never creates, restarts or re-labels a run).
+
+    Raises RunConflictError if the run exists with a different spec_hash, or (`join`) does not
+    exist.
     """
-    created = session.execute(
+    created = None if join else session.execute(
         insert(runs).values(run_id=run_id, job_name=job_name, spec=spec, spec_hash=spec_hash,
                             code_version=code_version, prefect_flow_run_id=prefect_flow_run_id,
                             status="running", samples_expected=samples_expected)
@@ -41,12 +62,16 @@ def start_run(session: Session, *, run_id: str, job_name: str, spec: dict[str, A
         return False
     # FOR UPDATE: two processes resuming the same run at once see each other's status change.
     existing = session.execute(select(runs.c.spec_hash, runs.c.job_name)
-                               .where(runs.c.run_id == run_id).with_for_update()).one()
+                               .where(runs.c.run_id == run_id).with_for_update()).first()
+    if existing is None:
+        raise RunConflictError(run_id, "there is no such run to join; start it first")
     if existing.spec_hash != spec_hash:
         raise RunConflictError(
             run_id, f"it exists with a different job spec (job {existing.job_name!r}, spec hash "
             f"{existing.spec_hash}; this spec hashes to {spec_hash}). Resume it with the spec it "
             "was started with, or start a new run with another --run-id")
+    if join:
+        return True
     changes: dict[str, Any] = {"status": "running", "ended_at": None,
                                "samples_expected": samples_expected}
     if prefect_flow_run_id is not None:
@@ -55,12 +80,15 @@ def start_run(session: Session, *, run_id: str, job_name: str, spec: dict[str, A
     return True
 
 
-def done_keys(session: Session, *, run_id: str) -> set[SampleKey]:
-    """(prompt_id, sample_index) of the run's samples in a final state: skip these on resume."""
-    rows = session.execute(select(samples.c.prompt_id, samples.c.sample_index)
-                           .where(samples.c.run_id == run_id,
-                                  samples.c.status.in_(FINAL_STATUSES)))
-    return {(r.prompt_id, r.sample_index) for r in rows}
+def done_keys(session: Session, *, run_id: str,
+              prompt_ids: Sequence[str] | None = None) -> set[SampleKey]:
+    """(prompt_id, sample_index) of the run's samples in a final state: skip these on resume.
+    `prompt_ids` narrows the read to those prompts (one shard's, say)."""
+    query = select(samples.c.prompt_id, samples.c.sample_index).where(
+        samples.c.run_id == run_id, samples.c.status.in_(FINAL_STATUSES))
+    if prompt_ids is not None:
+        query = query.where(samples.c.prompt_id.in_(sorted(set(prompt_ids))))
+    return {(r.prompt_id, r.sample_index) for r in session.execute(query)}
 
 
 def _clean_text(text: str) -> str:
@@ -175,8 +203,33 @@ def finish_run(session: Session, *, run_id: str, status: str) -> None:
         raise DatabaseError(f"run {run_id!r} is not in the database; it was never started")
 
 
+def _stage_funnel(session: Session, run_id: str, rejected_at: dict[str, int]
+                  ) -> list[StageFigures]:
+    """Per stage, in the order samples met them: samples that reached it (a ledger row there),
+    were rejected there, failed there (a failed sample's call that ended in an error)."""
+    key = tuple_(ledger.c.prompt_id, ledger.c.sample_index)
+    failed_at = {row.stage: row.n for row in session.execute(
+        select(ledger.c.stage, func.count(func.distinct(key)).label("n"))
+        .join(samples, (samples.c.run_id == ledger.c.run_id)
+              & (samples.c.prompt_id == ledger.c.prompt_id)
+              & (samples.c.sample_index == ledger.c.sample_index))
+        .where(ledger.c.run_id == run_id, samples.c.status == "failed",
+               ledger.c.error.is_not(None))
+        .group_by(ledger.c.stage))}
+    stages = []
+    for row in session.execute(
+            select(ledger.c.stage, func.count(func.distinct(key)).label("reached"))
+            .where(ledger.c.run_id == run_id).group_by(ledger.c.stage)
+            .order_by(func.min(ledger.c.started_at))):
+        rejected, failed = rejected_at.get(row.stage, 0), failed_at.get(row.stage, 0)
+        stages.append(StageFigures(stage=row.stage, reached=row.reached, rejected=rejected,
+                                   failed=failed, passed=row.reached - rejected - failed))
+    return stages
+
+
 def summarize_run(session: Session, *, run_id: str) -> RunSummary:
-    """Counts by status, token sums from the ledger, rejections by validator and by stage."""
+    """Counts by status, token sums from the ledger, rejections by validator and by stage,
+    per-endpoint calls, failures, tokens and mean time to first token."""
     status = session.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
     if status is None:
         raise DatabaseError(f"run {run_id!r} is not in the database")
@@ -193,17 +246,31 @@ def summarize_run(session: Session, *, run_id: str) -> RunSummary:
         func.count().filter(ledger.c.aborted).label("aborted_calls"),
     ).where(ledger.c.run_id == run_id)).one()
 
+    per_endpoint = [EndpointFigures(
+        endpoint=row.endpoint, calls=row.calls, failed_calls=row.failed_calls,
+        prompt_tokens=int(row.prompt_tokens), completion_tokens=int(row.completion_tokens),
+        mean_ttft_ms=None if row.mean_ttft_ms is None else round(float(row.mean_ttft_ms), 1))
+        for row in session.execute(select(
+            ledger.c.endpoint, func.count().label("calls"),
+            func.count().filter(ledger.c.error.is_not(None)).label("failed_calls"),
+            func.coalesce(func.sum(ledger.c.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(ledger.c.completion_tokens), 0).label("completion_tokens"),
+            func.avg(ledger.c.ttft_ms).label("mean_ttft_ms"),
+        ).where(ledger.c.run_id == run_id).group_by(ledger.c.endpoint)
+            .order_by(ledger.c.endpoint))]
+
     def rejections_by(column: Any) -> dict[str, int]:
         rows = session.execute(select(column, func.count()).where(rejections.c.run_id == run_id)
                                .group_by(column).order_by(func.count().desc(), column))
         return {key: n for key, n in rows.tuples()}
 
     return RunSummary(
+        stages=_stage_funnel(session, run_id, rejections_by(rejections.c.stage)),
         run_id=run_id, status=status, samples=sum(by_status.values()),
         accepted=by_status.get("accepted", 0), rejected=by_status.get("rejected", 0),
         failed=by_status.get("failed", 0), prompt_tokens=int(tokens.prompt_tokens),
         completion_tokens=int(tokens.completion_tokens), tokens_saved=int(tokens.tokens_saved),
         calls=tokens.calls, aborted_calls=tokens.aborted_calls,
         rejections_by_validator=rejections_by(rejections.c.validator),
-        rejections_by_stage=rejections_by(rejections.c.stage),
+        rejections_by_stage=rejections_by(rejections.c.stage), endpoints=per_endpoint,
     )

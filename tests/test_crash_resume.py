@@ -112,6 +112,13 @@ def test_sigkill_mid_run_then_resume_completes_exactly_once(
     after = read_run(url, run_id)
 
     tally = assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    with psycopg.connect(libpq_url(url)) as conn:
+        shards = conn.execute("SELECT status, attempts, samples FROM run_shards WHERE run_id = %s",
+                              (run_id,)).fetchall()
+    assert {status for status, _, _ in shards} == {"done"}
+    assert sum(n for _, _, n in shards) == PROMPTS * SAMPLES
+    # The shards the killed process held were claimed again at once (SIGKILL freed its locks).
+    assert any(attempts == 2 for _, attempts, _ in shards)
     assert summary["samples"] == PROMPTS * SAMPLES
     assert summary["accepted"] + summary["rejected"] + summary["failed"] == summary["samples"]
     assert summary["completion_tokens"] == after.ledger_tokens
