@@ -22,6 +22,7 @@ see the labelled error); correct_answer / wrong_answer (`final_answer_correct`).
 
 from __future__ import annotations
 
+import gc
 import os
 import platform
 import statistics
@@ -307,6 +308,7 @@ def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str]) -> Ben
     Raises ValidatorLoadError for an unknown validator or bad params, DataNotFoundError /
     InputFormatError for a missing or malformed trace file.
     """
+    gc.freeze()  # as a run does (tasks/run_context.py): imports out of the collector's sight
     built: dict[str, tuple[Validator, Mode]] = {}
     for setting in settings.validators:  # keyed by the name its verdicts carry
         validator = build(setting.name, setting.params)
