@@ -41,6 +41,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from foldem.jobspec import load_job
 
     job = load_job(args.job)  # a wrong spec fails here, before Prefect or any call starts
+    from tasks.prompts import load_prompts
+
+    # So does bad prompt data (read again in the flow: a second read is cheap next to a run,
+    # and a user's mistake gets its message without a Prefect start or a task traceback).
+    load_prompts(job)
     _prefect_env()  # before the keys are read: a Secret block lives in the run's Prefect API
     from tasks.endpoints import check_endpoints
 

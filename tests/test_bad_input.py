@@ -135,14 +135,11 @@ CASES: dict[str, Case] = {
                                                          b'{"id": "a", "question": "y?"}\n'}),
 }
 
-#: Mistakes in the prompt data are found only inside the Prefect flow today: the exit code and
-#: message are right, but Prefect's log prints the task's traceback first, and each case costs a
-#: Prefect start (~15-30 s). The fix (foldem/cli.py: load the prompts before the flow starts, as
-#: it does the spec and the endpoints) is given in docs/RELIABILITY.md. Until it lands, the
-#: command-level cases are slow and strict xfails (an XPASS says: drop them from this set), and
-#: `test_bad_prompt_data_is_refused_with_its_code` checks message and code in-process.
-CHECKED_INSIDE_THE_FLOW = {"prompt file missing", "non-UTF-8 line", "invalid JSON line",
-                           "10 MB prompt line", "prompt field missing", "duplicate prompt ids"}
+#: Mistakes in the prompt data: `foldem run` reads the prompts before Prefect starts (as it does
+#: the spec and the endpoints); the flow reads them again, and the in-process test below checks
+#: that path gives the same message and code.
+PROMPT_DATA = {"prompt file missing", "non-UTF-8 line", "invalid JSON line", "10 MB prompt line",
+               "prompt field missing", "duplicate prompt ids"}
 KEYED = {"wrong API key", "API key variable unset"}  # run against a server that wants a key
 
 
@@ -185,25 +182,18 @@ def outcomes(keyed_endpoint: FakeEndpoint, tmp_path_factory: pytest.TempPathFact
              ) -> dict[str, subprocess.CompletedProcess[str]]:
     """The command's answer to every case checked before the flow starts, run a few at a time
     (each is a fresh process: ~2 s of start-up, most of it imports)."""
-    names = [n for n in CASES if n not in CHECKED_INSIDE_THE_FLOW]
+    names = list(CASES)
     dirs = {n: tmp_path_factory.mktemp("bad-input") for n in names}
     with ThreadPoolExecutor(max_workers=2) as pool:
         futures = {n: pool.submit(run_case, n, dirs[n], keyed_endpoint) for n in names}
         return {n: f.result() for n, f in futures.items()}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.slow, pytest.mark.xfail(
-        strict=True, reason="checked inside the Prefect flow, whose log shows a traceback")])
-    if n in CHECKED_INSIDE_THE_FLOW else n for n in CASES])
+@pytest.mark.parametrize("name", list(CASES))
 def test_bad_input_gets_a_specific_message_and_exit_code(
-        name: str, tmp_path: Path, keyed_endpoint: FakeEndpoint,
-        request: pytest.FixtureRequest) -> None:
+        name: str, outcomes: dict[str, subprocess.CompletedProcess[str]]) -> None:
     case = CASES[name]
-    if name in CHECKED_INSIDE_THE_FLOW:
-        res = run_case(name, tmp_path, keyed_endpoint)
-    else:
-        res = request.getfixturevalue("outcomes")[name]
+    res = outcomes[name]
     out = res.stdout + res.stderr
     assert res.returncode == case.code, out[-3000:]
     for fragment in case.fragments:
@@ -212,7 +202,7 @@ def test_bad_input_gets_a_specific_message_and_exit_code(
     assert "sk-wrong-key" not in out  # a refused key is named by its variable, never shown
 
 
-@pytest.mark.parametrize("name", sorted(CHECKED_INSIDE_THE_FLOW))
+@pytest.mark.parametrize("name", sorted(PROMPT_DATA))
 def test_bad_prompt_data_is_refused_with_its_code(name: str, tmp_path: Path) -> None:
     """The same mistakes, in-process: the error the command reports, and its exit code."""
     from foldem.errors import FoldemError
