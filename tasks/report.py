@@ -2,8 +2,9 @@
 
 Reads the analytics views of migration 0005 (sql/views/analytics/) plus `run_overview` and
 `rejections_by_validator`, for a set of runs chosen by `select_runs`. `build_report` returns a
-pydantic `AnalyticsReport`; `render_text` turns it into aligned tables for the terminal;
-tasks/report_charts.py writes what `--out` asks for (PNG charts and report.md).
+pydantic `AnalyticsReport` (its row models: tasks/report_rows.py); `render_text` turns it into
+aligned tables for the terminal; tasks/report_charts.py writes what `--out` asks for (PNG charts
+and report.md).
 Only SELECTs: it works with the read-only `foldem_analyst` role.
 """
 
@@ -14,96 +15,26 @@ from datetime import UTC, date, datetime, time
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from foldem.errors import DatabaseError, FoldemError
+from tasks.report_rows import (
+    AnalyticsReport,
+    FireRow,
+    LatencyRow,
+    RunRow,
+    StageRow,
+    TokenRow,
+    ValidatorRow,
+    _Row,
+)
 
 
 class RunNotFoundError(FoldemError):
     """`--run ID` names a run the database does not have."""
 
     exit_code = 2
-
-
-class _Row(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class RunRow(_Row):
-    run_id: str
-    job_name: str
-    status: str
-    started_at: datetime
-    samples: int
-    accepted: int
-    rejected: int
-    failed: int
-
-
-class StageRow(_Row):
-    stage: str
-    samples: int
-    rejected: int
-    rejection_pct: float | None
-    aborted_calls: int
-    errored_calls: int
-
-
-class ValidatorRow(_Row):
-    stage: str
-    validator: str
-    rejections: int
-    pct_of_stage: float | None  # of the samples that ran the stage
-    pct_of_rejections: float
-    reasons: str  # "reason_code count, ..." most frequent first
-
-
-class TokenRow(_Row):
-    stage: str
-    count_source: str
-    calls: int
-    aborted_calls: int
-    prompt_tokens: int
-    completion_tokens: int
-    completion_tokens_rejected: int  # spent on samples that ended up rejected
-    tokens_saved: int
-
-    @property
-    def saved_pct(self) -> float | None:
-        whole = self.completion_tokens + self.tokens_saved
-        return 100.0 * self.tokens_saved / whole if whole else None
-
-
-class FireRow(_Row):
-    bucket: str  # "0.25-0.50" (fraction of the expected length) or "64-127" (tokens)
-    validator: str
-    rejections: int
-    in_flight: int  # rejections that cut the stream (the rest fired after the call ended)
-
-
-class LatencyRow(_Row):
-    endpoint: str
-    model: str
-    calls: int
-    errors: int
-    retries: int
-    p50_ttft_ms: float | None
-    p95_ttft_ms: float | None
-    p50_duration_ms: float | None
-    p95_duration_ms: float | None
-
-
-class AnalyticsReport(BaseModel):
-    scope: str  # which runs, in words
-    runs: list[RunRow] = []
-    stages: list[StageRow] = []
-    validators: list[ValidatorRow] = []
-    tokens: list[TokenRow] = []
-    fire_by_fraction: list[FireRow] = []
-    fire_by_tokens: list[FireRow] = []
-    latency: list[LatencyRow] = []
-    empty_reason: str | None = None  # set when no run matched: what to do instead
 
 
 # ------------------------------------------------------------------------------------ queries

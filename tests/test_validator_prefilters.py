@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.checkpoints import CheckpointSplitter
-from validators import answers, arithmetic, hallucination, repetition
+from validators import answers, equations, hallucination, repetition
 from validators.base import Checkpoint, ProblemContext, Step
 from validators.registry import build
 
@@ -37,9 +37,9 @@ ARITHMETIC_PIECES = [
 @settings(max_examples=400, deadline=None)
 @given(_text(ARITHMETIC_PIECES))
 def test_relation_runs_are_the_runs_a_full_scan_finds(text: str) -> None:
-    full_scan = [(r.start(), r.end()) for r in arithmetic._RUN.finditer(text)
-                 if arithmetic._RELATION.search(r.group())]
-    assert arithmetic.relation_runs(text) == full_scan
+    full_scan = [(r.start(), r.end()) for r in equations._RUN.finditer(text)
+                 if equations._RELATION.search(r.group())]
+    assert equations.relation_runs(text) == full_scan
 
 
 # Relations that are in no run, far apart or dense: a scan restarted from the start (or from a
@@ -50,14 +50,14 @@ def test_relation_runs_are_the_runs_a_full_scan_finds(text: str) -> None:
 ])
 def test_relation_runs_stay_linear_on_hostile_text(text: str) -> None:
     started = time.process_time()
-    arithmetic.relation_runs(text)
+    equations.relation_runs(text)
     assert time.process_time() - started < 0.25  # 50 ms per checkpoint, with a generous factor
 
 
 @settings(max_examples=400, deadline=None)
 @given(_text(ARITHMETIC_PIECES))
 def test_skip_step_prefilter_agrees_with_the_regex(text: str) -> None:
-    assert arithmetic._skip_step(text) == (arithmetic._SKIP_STEP.search(text) is not None)
+    assert equations._skip_step(text) == (equations._SKIP_STEP.search(text) is not None)
 
 
 PHRASE_PIECES = [
@@ -151,5 +151,5 @@ def test_skip_step_hints_cover_every_literal_of_the_regex() -> None:
     # would skip the regex for it.
     for sample in ["x mod 3", "3 MODULO 4", "\\pmod{5}", "\\bmod 2", "a \\equiv b", "≡",
                    "base 8", "BASE-{2", "3 o'clock", "in binary"]:
-        assert arithmetic._SKIP_STEP.search(sample), sample
-        assert arithmetic._skip_step(sample), sample
+        assert equations._SKIP_STEP.search(sample), sample
+        assert equations._skip_step(sample), sample

@@ -16,7 +16,7 @@ from fractions import Fraction
 from itertools import islice
 
 # The arithmetic validator's equation finder, reused so both read the same equations.
-from validators.arithmetic import (
+from validators.equations import (
     _ANNOTATION,
     _APPROX_WORDS,
     _MAX_RELATIONS_PER_RUN,
