@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -152,23 +153,36 @@ def replay() -> Iterator[ReplayServer]:
         yield srv
 
 
-async def test_abort_closes_the_stream_at_the_server(replay: ReplayServer) -> None:
-    t = trace("gsm8k-gpt3-0-6b_verification")
-    client = client_for(replay.base_url)
-    replay.reset_stats()
+ABORTED_TRACE = "gsm8k-gpt3-0-6b_verification"
+
+
+async def stream_and_reject(server: ReplayServer, *, lag: float = 0.0,
+                            at_step_boundary: bool = True) -> tuple[CallStats, Any]:
+    """Play ABORTED_TRACE and reject it: at its first step boundary, or after the first token
+    with the loop blocked for `lag` seconds first. Returns the client's stats and the server's
+    record of the request."""
+    client = client_for(server.base_url)
+    server.reset_stats()
     stats = CallStats()
-    messages = [{"role": "user", "content": t["problem"]}]
+    messages = [{"role": "user", "content": trace(ABORTED_TRACE)["problem"]}]
     async with client.stream(messages, max_tokens=500, temperature=0, seed=1,
                              stats=stats) as call:
         async for delta in call:
-            if "\n" in delta.text:
-                break  # reject at the first step boundary
+            time.sleep(lag)  # blocks the loop, as a busy process would
+            if not at_step_boundary or "\n" in delta.text:
+                break  # reject
     await asyncio.sleep(0.3)  # any token the server still sent would show up by now
-    (req,) = replay.stats().requests
+    (req,) = server.stats().requests
+    await client.aclose()
+    return stats, req
+
+
+async def test_abort_closes_the_stream_at_the_server(replay: ReplayServer) -> None:
+    stats, req = await stream_and_reject(replay)
     assert req.disconnected and req.finish_reason is None
     assert stats.completion_tokens == req.completion_tokens
-    assert stats.text == t["steps"][0] + "\n" or stats.text.startswith(t["steps"][0] + "\n")
-    await client.aclose()
+    first = trace(ABORTED_TRACE)["steps"][0] + "\n"
+    assert stats.text == first or stats.text.startswith(first)
 
 
 @pytest.fixture(scope="module")
@@ -184,17 +198,6 @@ async def test_a_lagging_client_still_counts_every_token_the_server_sent(
     """Unpaced, the server writes far ahead of the reader; the client then stalls (`lag`, as a
     busy process does) before it rejects. The half-close stops the server and the drain reads
     to its end, so the ledger equals what the server says it sent, to the token."""
-    t = trace("gsm8k-gpt3-0-6b_verification")
-    client = client_for(unpaced_replay.base_url)
-    unpaced_replay.reset_stats()
-    stats = CallStats()
-    messages = [{"role": "user", "content": t["problem"]}]
-    async with client.stream(messages, max_tokens=500, temperature=0, seed=1,
-                             stats=stats) as call:
-        async for _ in call:
-            time.sleep(lag)  # blocks the loop, as a busy process would
-            break  # reject after the first token
-    (req,) = unpaced_replay.stats().requests
+    stats, req = await stream_and_reject(unpaced_replay, lag=lag, at_step_boundary=False)
     assert stats.completion_tokens == req.completion_tokens
     assert stats.completion_tokens > 1  # it read on after the rejection: the server was ahead
-    await client.aclose()
