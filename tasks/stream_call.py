@@ -119,8 +119,14 @@ class StreamCall:
     def _half_close(self) -> bool:
         """Send our FIN while still reading: the server learns of the hang-up at once and stops
         (uvicorn-based servers — vLLM, SGLang, the replay — treat EOF as a disconnect), and
-        every chunk it wrote before that still reaches us to be counted."""
+        every chunk it wrote before that still reaches us to be counted.
+
+        Plain http only: that is how self-hosted servers are reached. Over https a hosted API's
+        edge proxy may keep a half-open connection streaming (it can still write to us) where a
+        full close would make it cancel the generation, so there we close as before."""
         try:
+            if self._response.http_response.url.scheme != "http":
+                return False
             stream = self._response.http_response.extensions.get("network_stream")
             sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is None:

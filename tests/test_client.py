@@ -201,3 +201,45 @@ async def test_a_lagging_client_still_counts_every_token_the_server_sent(
     stats, req = await stream_and_reject(unpaced_replay, lag=lag, at_step_boundary=False)
     assert stats.completion_tokens == req.completion_tokens
     assert stats.completion_tokens > 1  # it read on after the rejection: the server was ahead
+
+
+class _Socket:
+    def __init__(self) -> None:
+        self.shut: list[int] = []
+
+    def shutdown(self, how: int) -> None:
+        self.shut.append(how)
+
+
+class _Stream:
+    def __init__(self, sock: _Socket) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, name: str) -> object:
+        return self.sock if name == "socket" else None
+
+
+@pytest.mark.parametrize(("url", "half_closes"), [
+    ("http://vllm:8000/v1/chat/completions", True),  # self-hosted: EOF is a disconnect
+    ("https://api.openai.com/v1/chat/completions", False),  # an edge proxy: close in full
+])
+def test_half_close_only_over_plain_http(url: str, half_closes: bool) -> None:
+    import socket
+    from types import SimpleNamespace
+
+    import httpx2
+
+    from tasks.stream_call import StreamCall
+
+    sock = _Socket()
+    http_response = SimpleNamespace(url=httpx2.URL(url),
+                                    extensions={"network_stream": _Stream(sock)})
+    call = StreamCall(aiter_empty(), None, SimpleNamespace(http_response=http_response),
+                      CallStats(), 0.0, 5.0, "t")
+    assert call._half_close() is half_closes
+    assert sock.shut == ([socket.SHUT_WR] if half_closes else [])
+
+
+async def aiter_empty() -> Any:
+    return
+    yield
