@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foldem.errors import ConfigError
+from foldem.replay.cli import pace_arg
 
 if TYPE_CHECKING:  # the measuring module is imported only when the command runs
     from tasks.validator_bench import BenchReport
@@ -126,16 +127,6 @@ def cmd_bench_validators(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pace(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError("must be >= 0 (0 = unpaced)")
-    return value
-
-
 def cmd_bench_replay(args: argparse.Namespace) -> int:
     from foldem.data import resolve_input_path
     from tasks.bench_replay import BenchReplaySettings, run_bench_replay
@@ -209,7 +200,7 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
     rep.add_argument("--out", required=True, metavar="DIR", help="where the figures go")
     rep.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
                      help=f"concurrent streams (default {DEFAULT_CONCURRENCY})")
-    rep.add_argument("--tokens-per-second", type=_pace, default=DEFAULT_TOKENS_PER_SECOND,
+    rep.add_argument("--tokens-per-second", type=pace_arg, default=DEFAULT_TOKENS_PER_SECOND,
                      metavar="R", help="replay pace per stream, 0 = unpaced (default "
                      f"{DEFAULT_TOKENS_PER_SECOND:g}; unpaced, the ledger can fall short of the "
                      "replay's count by chunks in flight at an abort)")

@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from sqlalchemy import text
 
 from foldem.replay.protocol import ReplayStats
-from tasks.db import get_engine
+from tasks.db import get_engine, libpq_url
 from tests.test_generate_flow import job_dict
 from tests.tracedata import SHARED_DATA, require_shared
 
@@ -75,6 +76,18 @@ class RunRecord:
 
     def status_counts(self) -> Counter[str]:
         return Counter(s.status for s in self.samples)
+
+
+def samples_written(url: str, run_id: str) -> int:
+    """Samples of the run in the database so far; 0 while the database is down, not created or
+    not migrated yet (the tests poll this while they kill or restart things)."""
+    try:
+        with psycopg.connect(libpq_url(url), connect_timeout=2) as conn:
+            row = conn.execute("SELECT count(*) FROM samples WHERE run_id = %s",
+                               (run_id,)).fetchone()
+            return int(row[0]) if row else 0
+    except psycopg.Error:
+        return 0
 
 
 def read_run(db_url: str, run_id: str) -> RunRecord:

@@ -26,6 +26,7 @@ from tests.reliability import (
     read_run,
     reliability_job,
     report,
+    samples_written,
     subset_traces,
 )
 from tests.test_generate_flow import write_job
@@ -42,16 +43,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
     traces = subset_traces(tmp_path_factory.mktemp("traces"), PROMPTS)
     with start_replay_server([traces], tokens_per_second=100) as srv:
         yield srv
-
-
-def _written(url: str, run_id: str) -> int:
-    try:
-        with psycopg.connect(libpq_url(url), connect_timeout=2) as conn:
-            row = conn.execute("SELECT count(*) FROM samples WHERE run_id = %s",
-                               (run_id,)).fetchone()
-            return int(row[0]) if row else 0
-    except psycopg.Error:  # not created or not migrated yet
-        return 0
 
 
 def foldem_run(job: Path, run_id: str, cwd: Path, state: Path, **popen: object
@@ -91,7 +82,7 @@ def test_sigkill_mid_run_then_resume_completes_exactly_once(
     replay.reset_stats()
     proc = foldem_run(job, run_id, tmp_path, fresh_state_dir)
     deadline = time.monotonic() + 180
-    while _written(url, run_id) < KILL_AFTER:
+    while samples_written(url, run_id) < KILL_AFTER:
         if proc.poll() is not None:
             pytest.fail(f"the run ended before it was killed:\n{proc.stdout.read()[-3000:]}"
                         if proc.stdout else "the run ended before it was killed")

@@ -13,13 +13,12 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import psycopg
 import pytest
 
 import tasks.shard
 from foldem.errors import DatabaseError
 from foldem.replay.launcher import ReplayServer, start_replay_server
-from tasks.db import ensure_embedded_postgres, libpq_url, migrate, stop_embedded_postgres
+from tasks.db import ensure_embedded_postgres, migrate, stop_embedded_postgres
 from tasks.models import SampleResult
 from tasks.shard import ResultWriter
 from tests.reliability import (
@@ -29,6 +28,7 @@ from tests.reliability import (
     reliability_job,
     report,
     run_flow,
+    samples_written,
     subset_traces,
 )
 from tests.test_generate_flow import write_job
@@ -107,16 +107,6 @@ def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
         yield srv
 
 
-def _samples_written(url: str, run_id: str) -> int:
-    try:
-        with psycopg.connect(libpq_url(url), connect_timeout=2) as conn:
-            row = conn.execute("SELECT count(*) FROM samples WHERE run_id = %s",
-                               (run_id,)).fetchone()
-            return int(row[0]) if row else 0
-    except psycopg.OperationalError:
-        return 0
-
-
 class Outage(threading.Thread):
     """Stops the embedded Postgres once `after` samples are written, for `seconds` (None:
     until `restart()` is called)."""
@@ -132,7 +122,7 @@ class Outage(threading.Thread):
     def run(self) -> None:
         try:
             deadline = time.monotonic() + 120
-            while (n := _samples_written(self.url, self.run_id)) < self.after:
+            while (n := samples_written(self.url, self.run_id)) < self.after:
                 assert time.monotonic() < deadline, "the run never wrote its first samples"
                 time.sleep(0.05)
             self.stopped_at = n

@@ -37,6 +37,7 @@ from tests.reliability import (
     read_run,
     reliability_job,
     report,
+    samples_written,
     subset_traces,
 )
 from tests.test_generate_flow import write_job
@@ -189,12 +190,6 @@ def shards(url: str, run_id: str) -> list[Any]:
     with get_engine(url).connect() as conn:
         return list(conn.execute(sa.text(
             "SELECT * FROM run_shards WHERE run_id = :r ORDER BY shard_no"), {"r": run_id}))
-
-
-def samples_written(url: str, run_id: str) -> int:
-    with get_engine(url).connect() as conn:
-        return int(conn.execute(sa.text("SELECT count(*) FROM samples WHERE run_id = :r"),
-                                {"r": run_id}).scalar() or 0)
 
 
 def run_status(url: str, run_id: str) -> str | None:

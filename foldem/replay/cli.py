@@ -20,13 +20,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _non_negative_rate(text: str) -> float:
+def pace_arg(text: str) -> float:
+    """A --tokens-per-second value: a number >= 0, 0 = unpaced."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not value >= 0:  # also rejects NaN
-        raise argparse.ArgumentTypeError("must be >= 0 (0 = as fast as possible)")
+        raise argparse.ArgumentTypeError("must be >= 0 (0 = unpaced)")
     return value
 
 
@@ -41,7 +42,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                        "data://traces/gsm8k_gpt3_dev.jsonl")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
-    serve.add_argument("--tokens-per-second", type=_non_negative_rate, default=0.0, metavar="R",
+    serve.add_argument("--tokens-per-second", type=pace_arg, default=0.0, metavar="R",
                        help="pace per stream (0: unpaced)")
     serve.add_argument("--ignore-disconnect", action="store_true",
                        help="keep generating after a client disconnects (to test abort probes)")
