@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foldem.errors import ConfigError
-from foldem.replay.cli import pace_arg
+from foldem.replay.cli import add_judge_noise_args, pace_arg
 
 if TYPE_CHECKING:  # the measuring module is imported only when the command runs
     from tasks.validator_bench import BenchReport
@@ -129,13 +129,15 @@ def cmd_bench_validators(args: argparse.Namespace) -> int:
 
 def cmd_bench_replay(args: argparse.Namespace) -> int:
     from foldem.data import resolve_input_path
+    from foldem.replay.judge import JudgeNoise
     from tasks.bench_replay import BenchReplaySettings, run_bench_replay
 
     settings = BenchReplaySettings(
         traces=[resolve_input_path(arg) for arg in args.traces], out_dir=Path(args.out),
         job_path=Path(args.job) if args.job else None, concurrency=args.concurrency,
         tokens_per_second=args.tokens_per_second, faults=args.faults,
-        agreement_k=args.agreement_k, early_exit=args.early_exit)
+        agreement_k=args.agreement_k, early_exit=args.early_exit, step_judge=args.step_judge,
+        judge_noise=JudgeNoise(recall=args.judge_recall, false_alarm=args.judge_false_alarm))
     s = run_bench_replay(settings)
     pct = "{:.1%}".format
     print(f"traces {s['traces']}: tokens {s['tokens_full']:,} generate-then-filter, "
@@ -144,6 +146,12 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
           f"post-hoc: {s['kept_equal_to_posthoc']}; ledger = replay count: "
           f"{s['server_tokens_match']}; wall {s['wall_seconds_full']} s / "
           f"{s['wall_seconds_msifr']} s")
+    if "step_judge" in s:
+        j = s["step_judge"]
+        print(f"step judge: {j['calls_msifr']:,} calls in flight ({j['prompt_tokens_msifr']:,} "
+              f"prompt + {j['completion_tokens_msifr']:,} completion tokens), "
+              f"{j['calls_full']:,} after the fact; it decided {j['rejected_by_judge']} "
+              f"rejections; oracle capture {s['oracle_capture']}")
     print(f"summary, runs and report written to {args.out}")
     return 0 if s["kept_equal_to_posthoc"] and s["server_tokens_match"] else 1
 
@@ -210,4 +218,9 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
                      f"(default {DEFAULT_AGREEMENT_K})")
     rep.add_argument("--no-early-exit", dest="early_exit", action="store_false",
                      help="skip the three early-exit runs (only full and in flight)")
+    rep.add_argument("--step-judge", action="store_true",
+                     help="give the default job a step judge: the replay answers it from the "
+                     "traces' human step labels (an oracle judge; degrade it with the two "
+                     "options below). Measures what in-flight judging can capture, not a model")
+    add_judge_noise_args(rep)
     rep.set_defaults(func=cmd_bench_replay)

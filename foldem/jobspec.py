@@ -37,6 +37,7 @@ from foldem.jobspec_sections import (  # noqa: F401 - re-exported: the job spec 
     QualityGateSettings,
     Sampling,
     Stage,
+    StepJudge,
     ValidatorRef,
     _Strict,
 )
@@ -76,6 +77,13 @@ class JobSpec(_Strict):
             unknown_eps = [n for n in st.endpoint_names or [] if n not in names]
             if unknown_eps:
                 raise ValueError(f"stages[{i}].endpoint {unknown_eps[0]!r} is not one of {names}")
+            if st.step_judge is not None:
+                if st.kind != "solve":
+                    raise ValueError(f"stages[{i}].step_judge: only a 'solve' stage streams "
+                                     f"steps to judge (this one is {st.kind!r})")
+                if st.step_judge.endpoint not in names:
+                    raise ValueError(f"stages[{i}].step_judge.endpoint "
+                                     f"{st.step_judge.endpoint!r} is not one of {names}")
             if st.kind == "problem" and i != 0:
                 raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
         unknown = set(self.quality_gate.acceptance_bounds) - {*stage_names, "dedup"}

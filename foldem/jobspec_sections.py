@@ -14,6 +14,27 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 TEMPLATE_FIELDS = {"problem", "seed", "reference", "solution"}
+STEP_JUDGE_FIELDS = {"problem", "partial"}
+
+# A rubric any instruct model can follow; the reply is parsed like the S4 judge's (a 1-5 score).
+DEFAULT_STEP_JUDGE_TEMPLATE = (
+    "Problem:\n{problem}\n\nPartial solution (it may stop mid-way):\n{partial}\n\n"
+    "Is every step of this partial solution correct so far (calculations, logic, use of the "
+    "problem's facts)? Do not judge whether it is finished. Reply with 'Score: N' first, "
+    "N from 1 (a step is wrong) to 5 (every step is right), then one sentence why.")
+
+
+def _template_fields(template: str, allowed: set[str]) -> str:
+    """The template, or a ValueError naming what is wrong with its {fields}."""
+    try:
+        names = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    except ValueError as exc:
+        raise ValueError(
+            f"bad template: {exc} (write literal braces as {{{{ and }}}})") from None
+    bad = names - allowed
+    if bad:
+        raise ValueError(f"unknown template field(s) {sorted(bad)}; allowed: {sorted(allowed)}")
+    return template
 
 
 class _Strict(BaseModel):
@@ -84,6 +105,31 @@ class ValidatorRef(_Strict):
                                           "soft: the score multiplies into the utility.")
 
 
+class StepJudge(_Strict):
+    """A model judges the partial solution at step boundaries, while the solution streams on.
+
+    Each judgement is a call of its own (in the ledger with call_kind 'step_judge'); the stream
+    is not paused for it, so a rejection lands a judge's latency after the step it judged.
+    Every judged prefix is judged the same way in flight and after the fact, so the kept set
+    equals generate-then-filter with the same judge (for a deterministic judge)."""
+
+    endpoint: str = Field(description="Name of the endpoint that serves the judge model.")
+    system: str | None = Field(None, description="System message of the judge.")
+    template: str = Field(DEFAULT_STEP_JUDGE_TEMPLATE, description="Judge's user message; "
+                          "fields: {problem}, {partial} (the solution up to the last step).")
+    every_steps: int = Field(1, ge=1, description="Judge after every N complete steps.")
+    max_calls: int = Field(12, ge=1, le=1000, description="At most this many judgements per "
+                           "sample (a stream of many short lines must not cost a call each).")
+    accept_at: int = Field(3, ge=1, le=5, description="Accept scores >= this; a reply without "
+                           "a 1-5 score rejects (reason judge_unparseable).")
+    max_tokens: int = Field(32, ge=1, le=4096, description="Length cap of a judge reply.")
+
+    @field_validator("template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        return _template_fields(v, STEP_JUDGE_FIELDS)
+
+
 class Stage(_Strict):
     name: str
     kind: Literal["problem", "solve", "judge"] = Field(
@@ -105,6 +151,9 @@ class Stage(_Strict):
     max_tokens: int | None = Field(None, ge=1, description="Overrides sampling.max_tokens.")
     accept_at: int = Field(3, ge=1, le=5, description="judge stages: accept scores >= this "
                            "(the paper: 3).")
+    step_judge: StepJudge | None = Field(
+        None, description="solve stages: also have a judge model score the partial solution "
+        "at step checkpoints while it streams, and reject (abort) on a low score.")
 
     @field_validator("endpoint")
     @classmethod
@@ -124,16 +173,7 @@ class Stage(_Strict):
     @field_validator("template")
     @classmethod
     def _template(cls, v: str) -> str:
-        try:
-            names = {f for _, f, _, _ in string.Formatter().parse(v) if f is not None}
-        except ValueError as exc:
-            raise ValueError(
-                f"bad template: {exc} (write literal braces as {{{{ and }}}})") from None
-        bad = names - TEMPLATE_FIELDS
-        if bad:
-            raise ValueError(f"unknown template field(s) {sorted(bad)}; "
-                             f"allowed: {sorted(TEMPLATE_FIELDS)}")
-        return v
+        return _template_fields(v, TEMPLATE_FIELDS)
 
 
 class Export(_Strict):

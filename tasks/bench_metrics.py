@@ -11,6 +11,8 @@ import statistics
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from pydantic import BaseModel
+
 from foldem.replay.traces import Trace
 from foldem.tokens import count_tokens
 from tasks.bench_runs import ModeResult, SampleRow
@@ -23,6 +25,10 @@ SUMMARY_KEYS = (
     "per_generator", "per_validator", "early_exit")
 #: Added to summary.json when the replay injects faults (`--faults`): totals over every mode run.
 FAULT_KEYS = ("failed", "lost", "duplicated", "ledger_mismatch")
+#: Added as `step_judge` when the measured stage has a step judge: what judging cost.
+STEP_JUDGE_KEYS = ("calls_full", "calls_msifr", "prompt_tokens_full", "prompt_tokens_msifr",
+                   "completion_tokens_full", "completion_tokens_msifr", "rejected_by_judge",
+                   "replayed_judge")
 
 
 def _rate(hits: int, total: int) -> float | None:
@@ -186,3 +192,21 @@ def summarize(traces: Sequence[Trace], full: ModeResult, msifr: ModeResult,
         per_mode = [fault_figures(r) for r in (full, msifr, *others)]
         out.update({k: sum(f[k] for f in per_mode) for k in FAULT_KEYS})
     return out
+
+
+def step_judge_block(full: ModeResult, msifr: ModeResult, noise: BaseModel) -> dict[str, Any]:
+    """What the step judge cost in both runs (its tokens are not in tokens_full/_msifr, which
+    count the solutions), how often it decided a rejection in flight, and the replayed
+    judge's quality settings (they apply only where the judge endpoint is the replay)."""
+    def total(result: ModeResult, attr: str) -> int:
+        return sum(getattr(r, attr) for r in result.rows.values())
+
+    return {
+        "calls_full": total(full, "judge_calls"), "calls_msifr": total(msifr, "judge_calls"),
+        "prompt_tokens_full": total(full, "judge_prompt_tokens"),
+        "prompt_tokens_msifr": total(msifr, "judge_prompt_tokens"),
+        "completion_tokens_full": total(full, "judge_completion_tokens"),
+        "completion_tokens_msifr": total(msifr, "judge_completion_tokens"),
+        "rejected_by_judge": sum(r.validator == "step_judge" for r in msifr.rows.values()),
+        "replayed_judge": noise.model_dump(),
+    }

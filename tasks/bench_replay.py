@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from foldem.errors import ConfigError
 from foldem.jobspec import JobSpec, parse_job
+from foldem.replay.judge import STEP_JUDGE_MODEL_PREFIX, JudgeNoise
 from foldem.replay.launcher import start_replay_server
 from foldem.replay.traces import Trace, load_traces
 from tasks import run_io
@@ -32,6 +33,7 @@ from tasks.bench_metrics import (
     early_exit_block,
     fault_figures,
     oracle_prefix_tokens,
+    step_judge_block,
     summarize,
 )
 from tasks.bench_runs import ModeResult, ModeSpec, plan_items, run_mode
@@ -54,6 +56,8 @@ class BenchReplaySettings(BaseModel):
     agreement_k: int = Field(DEFAULT_AGREEMENT_K, ge=1)
     early_exit: bool = True  # also run the three early-exit modes
     database_url: str | None = None
+    step_judge: bool = False  # the default job gets a step judge on the replay (judge-steps)
+    judge_noise: JudgeNoise = Field(default_factory=JudgeNoise)
 
 
 def common_separator(traces: Sequence[Trace]) -> str:
@@ -61,19 +65,27 @@ def common_separator(traces: Sequence[Trace]) -> str:
     return Counter(t.separator for t in traces).most_common(1)[0][0]
 
 
-def default_job(traces: Sequence[Trace]) -> JobSpec:
+def default_job(traces: Sequence[Trace], *, step_judge: bool = False) -> JobSpec:
     """A job that fits any traces in the shared format: the problem as the prompt, the default
-    solve validators, the traces' separator, no length cap below the longest recording."""
+    solve validators, the traces' separator, no length cap below the longest recording; with
+    `step_judge`, also the replay's step judge (model judge-steps) after every step."""
+    timeouts = {"idle": 120, "first_token": 120, "total": 3600}
+    endpoints = [{"name": "replay", "base_url": "replay", "model": "*", "timeouts": timeouts}]
+    stage: dict[str, Any] = {
+        "name": "solve", "template": "{problem}",
+        "checkpoints": {"separator": common_separator(traces)},
+        "validators": [{"name": n, "params": p, "mode": m}
+                       for n, p, m in DEFAULT_SOLVE_VALIDATORS]}
+    if step_judge:
+        endpoints.append({"name": "step-judge", "base_url": "replay",
+                          "model": STEP_JUDGE_MODEL_PREFIX, "timeouts": timeouts})
+        stage["step_judge"] = {"endpoint": "step-judge"}
     return parse_job({
         "name": "bench-replay",
         "prompts": {"path": "unused.jsonl"},
-        "endpoints": [{"name": "replay", "base_url": "replay", "model": "*",
-                       "timeouts": {"idle": 120, "first_token": 120, "total": 3600}}],
+        "endpoints": endpoints,
         "sampling": {"max_tokens": 1_000_000, "temperature": 0},
-        "stages": [{"name": "solve", "template": "{problem}",
-                    "checkpoints": {"separator": common_separator(traces)},
-                    "validators": [{"name": n, "params": p, "mode": m}
-                                   for n, p, m in DEFAULT_SOLVE_VALIDATORS]}],
+        "stages": [stage],
     }, file="<default bench job>")
 
 
@@ -105,7 +117,10 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
 
         job = load_job(settings.job_path)
     else:
-        job = default_job(traces)
+        job = default_job(traces, step_judge=settings.step_judge)
+    if settings.step_judge and settings.job_path is not None:
+        raise ConfigError("--step-judge adds a step judge to the default job; with --job, "
+                          "give the solve stage a step_judge in the job spec instead")
     if len(job.stages) != 1 or job.stages[0].kind != "solve":
         raise ConfigError("bench replay needs a job with one 'solve' stage: a recording is one "
                           "generation, so problem and judge stages have nothing to replay")
@@ -114,7 +129,7 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
     machine_before = _machine()
     results: dict[str, ModeResult] = {}
     with start_replay_server(settings.traces, tokens_per_second=settings.tokens_per_second,
-                             faults=settings.faults) as server:
+                             faults=settings.faults, judge_noise=settings.judge_noise) as server:
         for mode in _modes(settings):
             results[mode.name] = run_mode(job, mode, planned, db_url=db_url, server=server,
                                           concurrency=settings.concurrency)
@@ -126,6 +141,8 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
         sum(n > 1 for n in per_prompt.values()))
     others = [r for name, r in results.items() if name not in ("full", "msifr")]
     summary = summarize(traces, full, msifr, block, others, faults=bool(settings.faults))
+    if job.stages[0].step_judge is not None:
+        summary["step_judge"] = step_judge_block(full, msifr, settings.judge_noise)
     out = settings.out_dir
     try:
         out.mkdir(parents=True, exist_ok=True)

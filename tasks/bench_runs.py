@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from foldem.jobspec import JobSpec
+from foldem.jobspec import REPLAY, JobSpec
 from foldem.replay.launcher import ReplayServer
 from foldem.replay.traces import ANY_GENERATOR, Trace
 from tasks import run_io
@@ -72,6 +72,13 @@ class SampleRow(BaseModel):
     sample_rows: int = 0  # rows in `samples` (more than one would be a duplicate)
     calls: int = 0  # ledger rows (one per call; more than one would be a duplicate)
     attempts: int = 0  # HTTP requests behind those calls (retries included)
+    # The stage's step judge (call_kind 'step_judge'): calls, tokens, and per response id the
+    # completion tokens of the calls that went to the replay (checked against its count).
+    judge_calls: int = 0
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    judge_attempts: int = 0
+    judge_responses: dict[str, int] = Field(default_factory=dict)
 
 
 class ServerCheck(BaseModel):
@@ -121,8 +128,9 @@ def mode_job(job: JobSpec, mode: ModeSpec, separator: str, concurrency: int) -> 
         "early_exit": mode.early_exit,
         "checkpoints": st.checkpoints.model_copy(update={"separator": separator})})
         for st in job.stages]
-    endpoints = [ep.model_copy(update={"model": ANY_GENERATOR,
-                                       "max_concurrent_streams": concurrency})
+    judges = {st.step_judge.endpoint for st in job.stages if st.step_judge}
+    endpoints = [ep.model_copy(update={"max_concurrent_streams": concurrency}
+                               | ({} if ep.name in judges else {"model": ANY_GENERATOR}))
                  for ep in job.endpoints]
     sampling = job.sampling.model_copy(update={"seed_per_sample": True})
     return job.model_copy(update={"in_flight": mode.in_flight, "stages": stages,
@@ -163,8 +171,11 @@ async def _generate(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], ru
     separators = sorted({p.trace.separator for p in planned})
     jobs = {sep: mode_job(job, mode, sep, concurrency) for sep in separators}
     first = jobs[separators[0]]
-    clients = {ep.name: EndpointClient(ep, base_url=server.base_url, api_key=resolve_api_key(ep))
-               for ep in first.endpoints}  # shared by every engine: one stream limit
+    # Shared by every engine (one stream limit each). The replay stands in for every endpoint
+    # the job points at the bundled replay; another (e.g. a real step-judge model) is called.
+    clients = {ep.name: EndpointClient(
+        ep, base_url=server.base_url if ep.base_url == REPLAY else ep.base_url,
+        api_key=resolve_api_key(ep)) for ep in first.endpoints}
     engines = {sep: Engine(job=j, run_id=run_id, clients=clients,
                            validators=build_stage_validators(j)) for sep, j in jobs.items()}
 
@@ -195,13 +206,16 @@ def run_mode(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], *, db_url
     asyncio.run(_generate(job, mode, planned, run_id, db_url, server, concurrency))
     wall = time.perf_counter() - started
     run_io.complete_run(db_url, run_id=run_id, status="completed")
-    rows = read_rows(db_url, run_id, planned)
+    replayed = {ep.name for ep in job.endpoints if ep.base_url == REPLAY}
+    rows = read_rows(db_url, run_id, planned, replayed=replayed)
     return ModeResult(mode=mode, run_id=run_id, wall_seconds=round(wall, 2), rows=rows,
                       server=check_server(rows, server))
 
 
-def read_rows(db_url: str, run_id: str, planned: list[PlannedItem]) -> dict[str, SampleRow]:
-    """Per trace: status and answer (samples), tokens and abort (ledger), rejection."""
+def read_rows(db_url: str, run_id: str, planned: list[PlannedItem], *,
+              replayed: set[str] | None = None) -> dict[str, SampleRow]:
+    """Per trace: status and answer (samples), tokens and abort (ledger), rejection; step
+    judge calls apart (`replayed`: the endpoints served by the replay)."""
     key_to_trace = {(p.item.prompt.prompt_id, p.item.sample_index): p.trace.id for p in planned}
     rows = {tid: SampleRow(trace_id=tid) for tid in key_to_trace.values()}
     with session_scope(get_engine(db_url)) as s:
@@ -213,9 +227,18 @@ def read_rows(db_url: str, run_id: str, planned: list[PlannedItem]) -> dict[str,
         for r in s.execute(select(ledger.c.prompt_id, ledger.c.sample_index,
                                   ledger.c.completion_tokens, ledger.c.aborted,
                                   ledger.c.abort_reason, ledger.c.response_id,
-                                  ledger.c.attempts)
+                                  ledger.c.attempts, ledger.c.call_kind, ledger.c.endpoint,
+                                  ledger.c.prompt_tokens)
                            .where(ledger.c.run_id == run_id)):
             row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
+            if r.call_kind == "step_judge":
+                row.judge_calls += 1
+                row.judge_attempts += r.attempts
+                row.judge_prompt_tokens += r.prompt_tokens or 0
+                row.judge_completion_tokens += r.completion_tokens
+                if r.response_id and (replayed is None or r.endpoint in replayed):
+                    row.judge_responses[r.response_id] = r.completion_tokens
+                continue
             row.completion_tokens += r.completion_tokens
             row.calls += 1
             row.attempts += r.attempts
@@ -234,17 +257,24 @@ def check_server(rows: dict[str, SampleRow], server: ReplayServer) -> ServerChec
     token (a 429 or 500, retried) is one attempt of a call whose last request carries the
     call's response id, so it is matched by the attempt count instead."""
     stats = server.stats()
-    by_response = {r.response_id: r for r in rows.values() if r.response_id}
+    by_response = {r.response_id: (r, r.completion_tokens) for r in rows.values()
+                   if r.response_id}
+    by_response |= {rid: (r, tokens) for r in rows.values()
+                    for rid, tokens in r.judge_responses.items()}
     mismatched = unmatched = wrong = 0
     for req in stats.requests:
-        row = by_response.get(req.request_id)
+        row, tokens = by_response.get(req.request_id, (None, 0))
         if row is None:
             unmatched += req.completion_tokens > 0
             continue
-        mismatched += row.completion_tokens != req.completion_tokens
+        mismatched += tokens != req.completion_tokens
         wrong += row.trace_id != req.trace_id
-    return ServerCheck(ledger_total=sum(r.completion_tokens for r in rows.values()),
+    judged = sum(sum(r.judge_responses.values()) for r in rows.values())
+    # A judge call's retries are in the replay only if that judge is the replay.
+    judge_attempts = sum(r.judge_attempts for r in rows.values() if r.judge_responses)
+    return ServerCheck(ledger_total=sum(r.completion_tokens for r in rows.values()) + judged,
                        server_total=stats.total_completion_tokens, requests=len(stats.requests),
                        mismatched_requests=mismatched, unmatched_requests=unmatched,
-                       wrong_trace=wrong, ledger_attempts=sum(r.attempts for r in rows.values()),
+                       wrong_trace=wrong,
+                       ledger_attempts=sum(r.attempts for r in rows.values()) + judge_attempts,
                        faults=stats.faults)

@@ -38,6 +38,16 @@ class CheckpointSplitter:
         return "".join(self._text_parts) + "".join(self._buf)
 
     @property
+    def complete_text(self) -> str:
+        """The text through the last step separator (complete steps only)."""
+        return "".join(self._text_parts)
+
+    @property
+    def steps_completed(self) -> int:
+        """Steps handed out or pending so far (a separator ended each; close() adds one)."""
+        return self._step_index
+
+    @property
     def tokens(self) -> int:
         return self._tokens
 

@@ -294,7 +294,10 @@ class EndpointRouter:
         self._signal = Signal()
 
     def pool_for(self, stage: Stage) -> EndpointPool:
-        key = tuple(ep.name for ep in self.job.endpoints_for(stage))
+        return self.pool_for_names(tuple(ep.name for ep in self.job.endpoints_for(stage)))
+
+    def pool_for_names(self, key: tuple[str, ...]) -> EndpointPool:
+        """The pool over these endpoints (e.g. a step judge's)."""
         pool = self._pools.get(key)
         if pool is None:
             pool = self._pools[key] = EndpointPool([self.members[n] for n in key],

@@ -12,6 +12,7 @@ SampleStatus = Literal["accepted", "rejected", "failed"]
 FINAL_STATUSES: tuple[SampleStatus, ...] = ("accepted", "rejected", "failed")
 CountSource = Literal["server_usage", "tokenizer_estimate"]
 AbortReason = Literal["rejected", "early_exit"]
+CallKind = Literal["generate", "step_judge"]
 
 
 class _Model(BaseModel):
@@ -41,6 +42,7 @@ class LedgerEntry(_Model):
     prompt_id: str
     sample_index: int
     stage: str
+    call_kind: CallKind = "generate"
     endpoint: str
     model: str
     prompt_tokens: int | None = None

@@ -28,6 +28,7 @@ from tasks.models import (
     WorkItem,
 )
 from tasks.policy import Action, ConfiguredValidator, Decision, StagePolicy
+from tasks.step_judge import Judgement, StepJudgeRun
 from validators.base import Checkpoint, ProblemContext
 from validators.registry import build
 
@@ -84,6 +85,20 @@ class StageOutcome:
     final_answer: str | None = None
     error: str | None = None
     aborted: bool = False
+    judgements: list[Judgement] = field(default_factory=list)  # the stage's step judge calls
+
+
+def _offer_by_step(judge: StepJudgeRun, text: str, separator: str) -> None:
+    """The baseline's whole text, offered to the step judge one step at a time, so that it
+    judges the same prefixes as in flight (step counting is the splitter's own)."""
+    steps, pos = CheckpointSplitter(separator=separator), 0
+    while (at := text.find(separator, pos)) >= 0:
+        steps.push(text[pos:at + len(separator)], 0)
+        judge.offer(steps.complete_text, steps.steps_completed)
+        pos = at + len(separator)
+    steps.push(text[pos:], 0)
+    if steps.close().steps:
+        judge.offer(steps.complete_text, steps.steps_completed)
 
 
 @dataclass(slots=True)
@@ -119,6 +134,11 @@ class Engine:
                                       fractions=cps.fractions,
                                       expected_tokens=stage.expected_tokens)
         outcome = StageOutcome(text="", stats=CallStats())
+        judge = (StepJudgeRun(stage.step_judge, self.router.pool_for_names(
+            (stage.step_judge.endpoint,)), ctx.problem) if stage.step_judge else None)
+        if judge is not None:
+            outcome.judgements = judge.judgements
+        offered = 0  # steps completed when the judge was last offered a prefix
         try:
             async with pool.stream(messages, attempts=outcome.attempts,
                                    max_tokens=self.job.max_tokens_for(stage),
@@ -134,9 +154,17 @@ class Engine:
                         if decision.action is not Action.CONTINUE:
                             outcome.decision = decision
                             break
+                    if judge is not None:
+                        if splitter.steps_completed != offered:
+                            offered = splitter.steps_completed
+                            judge.offer(splitter.complete_text, offered)
+                        if judge.rejected or judge.failed:
+                            break  # decided below, from the judge's verdict
                     if outcome.decision is not None:
                         break  # leaving the `async with` closes the stream explicitly
         except EndpointError as exc:
+            if judge is not None:
+                await judge.finish()  # calls already sent are paid for: ledger them
             if outcome.attempts:
                 outcome.stats = outcome.attempts[-1].stats
             outcome.error = exc.message
@@ -144,17 +172,25 @@ class Engine:
             outcome.text = outcome.stats.text
             return outcome
         outcome.text = outcome.stats.text
-        if outcome.decision is None:
+        stopped = outcome.decision is not None or bool(judge and (judge.rejected or judge.failed))
+        if not stopped:
             rest = ([] if self.job.in_flight
                     else splitter.push(outcome.text, outcome.stats.completion_tokens))
-            outcome.decision = _judge_rest(policy, [*rest, splitter.close()])
-        else:
+            outcome.decision = _judge_rest(policy, [*rest, final := splitter.close()])
+            if judge is not None and outcome.decision.action is not Action.REJECT:
+                if not self.job.in_flight:  # the baseline judges only what the rules kept
+                    _offer_by_step(judge, outcome.text, splitter.separator)
+                elif final.steps:
+                    judge.offer(splitter.complete_text, splitter.steps_completed)
+        if stopped:
             outcome.aborted = True
             outcome.stats.aborted = True
         outcome.final_answer = policy.final_answer
-        decision = outcome.decision
-        if decision.action is Action.REJECT and decision.verdict is not None:
-            v = decision.verdict
+        if judge is not None and await self._judge_decides(judge, stage, splitter, outcome):
+            return outcome
+        ended = outcome.decision
+        if ended is not None and ended.action is Action.REJECT and ended.verdict is not None:
+            v = ended.verdict
             outcome.rejection = RejectionRecord(
                 stage=stage.name, checkpoint=splitter.checkpoints_emitted - 1,
                 validator=v.validator,
@@ -163,6 +199,27 @@ class Engine:
                 fraction_at_fire=(splitter.tokens / stage.expected_tokens
                                   if stage.expected_tokens else None))
         return outcome
+
+    async def _judge_decides(self, judge: StepJudgeRun, stage: Stage,
+                             splitter: CheckpointSplitter, outcome: StageOutcome) -> bool:
+        """Settle the step judge. The judgements still out are waited for either way (their
+        calls were sent and are paid for; a verdict is a few tokens). A validator's rejection
+        stands; else a low score rejects and a judge error fails the sample. True when the
+        judge decided the outcome."""
+        await judge.finish()
+        if outcome.decision is not None and outcome.decision.action is Action.REJECT:
+            return False
+        if judge.failed is not None and judge.rejected is None:
+            outcome.error = outcome.stats.error = f"step judge: {judge.failed.error}"
+            return True
+        outcome.rejection = judge.rejection(
+            stage.name, tokens_at_fire=splitter.tokens,
+            checkpoint=max(0, splitter.checkpoints_emitted - 1),
+            expected_tokens=stage.expected_tokens)
+        if outcome.rejection is None:
+            return False
+        outcome.decision = Decision(Action.REJECT, None, 0.0, outcome.final_answer)
+        return True
 
     def ledger_entries(self, item: WorkItem, stage: Stage, out: StageOutcome) -> list[LedgerEntry]:
         """One row per endpoint the stage's call went to; only the last one can have streamed."""
@@ -189,6 +246,28 @@ class Engine:
                 tokens_saved=saved, ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
                 finish_reason=st.finish_reason, attempts=max(1, st.attempts),
                 response_id=st.response_id, error=st.error, started_at=attempt.started_at))
+        rows += self._judge_entries(item, stage, out)
+        return rows
+
+    def _judge_entries(self, item: WorkItem, stage: Stage, out: StageOutcome
+                       ) -> list[LedgerEntry]:
+        rows = []
+        for judgement in out.judgements:
+            for attempt in judgement.attempts:
+                st = attempt.stats
+                if not st.attempts:
+                    continue
+                self.session_completion_tokens += st.completion_tokens
+                rows.append(LedgerEntry(
+                    run_id=self.run_id, prompt_id=item.prompt.prompt_id,
+                    sample_index=item.sample_index, stage=stage.name, call_kind="step_judge",
+                    endpoint=attempt.endpoint.name, model=attempt.endpoint.model,
+                    prompt_tokens=st.prompt_tokens, completion_tokens=st.completion_tokens,
+                    count_source="server_usage" if st.count_source == "server_usage"
+                    else "tokenizer_estimate", aborted=judgement.cancelled,
+                    ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
+                    finish_reason=st.finish_reason, attempts=max(1, st.attempts),
+                    response_id=st.response_id, error=st.error, started_at=attempt.started_at))
         return rows
 
     async def run_sample(self, item: WorkItem) -> SampleResult:

@@ -116,6 +116,9 @@ ledger = Table(
     Column("response_id", Text, nullable=True),
     Column("error", Text, nullable=True),
     Column("started_at", DateTime(timezone=True), nullable=False),
+    # No server default here: the bulk insert leaves out columns that have one (0007 gives the
+    # database column a default only to fill the rows written before it).
+    Column("call_kind", Text, nullable=False),
 )
 
 quality_gate_results = Table(

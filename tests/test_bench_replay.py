@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from foldem.data import resolve_data_path
-from tasks.bench_metrics import FAULT_KEYS, SUMMARY_KEYS
+from foldem.replay.judge import JudgeNoise
+from tasks.bench_metrics import FAULT_KEYS, STEP_JUDGE_KEYS, SUMMARY_KEYS
 from tasks.bench_replay import BenchReplaySettings, run_bench_replay
 
 FRACTIONS = ("token_reduction", "oracle_step_reduction", "false_rejection_rate_process",
@@ -136,3 +137,40 @@ def test_faults_add_the_reliability_figures(faulty: tuple[dict[str, Any], dict[s
     # fail with a reason instead; 429 and 500 come before any token and are retried.
     assert 0 < summary["failed"] == sum(m["faults"]["failed"] for m in runs["modes"].values())
     assert summary["kept_equal_to_posthoc"] is True
+
+
+def _labelled_traces(tmp_path: Path) -> Path:
+    """The 16 shortest ProcessBench GSM8K traces among its first 160 (human step labels)."""
+    bench = [json.loads(line) for line in resolve_data_path(
+        "data://traces/processbench_gsm8k.jsonl").read_text().splitlines()[:160]]
+    picked = sorted(bench, key=lambda t: len(t["separator"].join(t["steps"])))[:16]
+    path = tmp_path / "labelled.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in picked))
+    return path
+
+
+def _judged(pg_url: str, tmp: Path, noise: JudgeNoise) -> dict[str, Any]:
+    return run_bench_replay(BenchReplaySettings(
+        traces=[_labelled_traces(tmp)], out_dir=tmp / "out", concurrency=40,
+        tokens_per_second=50, early_exit=False, database_url=pg_url, step_judge=True,
+        judge_noise=noise))
+
+
+def test_a_step_judge_turns_step_labels_into_savings(
+        pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """With the replayed judge as good as the labels, in-flight judging captures most of the
+    oracle's savings (what is left is the judge's latency); a judge that sees nothing saves
+    nothing beyond the rules. Either way the ledger (judge calls included) equals the replay's
+    count and the kept set equals the judged-after-the-fact baseline's."""
+    good = _judged(pg_url, tmp_path_factory.mktemp("judge-good"), JudgeNoise())
+    blind = _judged(pg_url, tmp_path_factory.mktemp("judge-blind"), JudgeNoise(recall=0.0))
+    for s in (good, blind):
+        assert tuple(s) == (*SUMMARY_KEYS, "step_judge")
+        assert tuple(s["step_judge"]) == STEP_JUDGE_KEYS
+        assert s["server_tokens_match"] is True and s["kept_equal_to_posthoc"] is True
+        assert s["step_judge"]["calls_msifr"] > 0 and s["step_judge"]["prompt_tokens_msifr"] > 0
+    assert good["step_judge"]["rejected_by_judge"] > 0
+    assert blind["step_judge"]["rejected_by_judge"] == 0
+    assert good["missed_fault_rate"] == 0.0  # every labelled wrong trace is rejected
+    assert good["oracle_capture"] > max(0.5, blind["oracle_capture"] or 0)
+    assert good["false_rejection_rate_process"] == blind["false_rejection_rate_process"]

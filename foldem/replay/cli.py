@@ -11,12 +11,16 @@ from foldem.data import resolve_input_path
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from foldem.replay.faults import FaultPlan
+    from foldem.replay.judge import JudgeNoise
     from foldem.replay.listen import serve  # imported here: fastapi/uvicorn only when serving
 
     faults = FaultPlan.parse(args.faults, args.fault_seed) if args.faults else None
     traces = [resolve_input_path(arg) for arg in args.traces]
+    noise = JudgeNoise(recall=args.judge_recall, false_alarm=args.judge_false_alarm,
+                       seed=args.fault_seed)
     serve(traces, host=args.host, port=args.port, tokens_per_second=args.tokens_per_second,
-          ignore_disconnect=args.ignore_disconnect, port_file=args.port_file, faults=faults)
+          ignore_disconnect=args.ignore_disconnect, port_file=args.port_file, faults=faults,
+          judge_noise=noise)
     return 0
 
 
@@ -29,6 +33,27 @@ def pace_arg(text: str) -> float:
     if not value >= 0:  # also rejects NaN
         raise argparse.ArgumentTypeError("must be >= 0 (0 = unpaced)")
     return value
+
+
+def share_arg(text: str) -> float:
+    """A probability: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 <= value <= 1:  # also rejects NaN
+        raise argparse.ArgumentTypeError("must lie in [0, 1]")
+    return value
+
+
+def add_judge_noise_args(parser: argparse.ArgumentParser) -> None:
+    """--judge-recall and --judge-false-alarm of the replayed step judge (model judge-steps*)."""
+    parser.add_argument("--judge-recall", type=share_arg, default=1.0, metavar="P",
+                        help="replayed step judge: share of wrong traces whose first wrong "
+                        "step it flags (default 1: as good as the human labels)")
+    parser.add_argument("--judge-false-alarm", type=share_arg, default=0.0, metavar="P",
+                        help="replayed step judge: chance per judgement of flagging a prefix "
+                        "with no wrong step (default 0)")
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
@@ -53,7 +78,9 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                        "429, 500, drop, stall, malformed, slow, e.g. '429:0.1,drop:0.05,"
                        "stall:0.05:40' (see foldem/replay/faults.py)")
     serve.add_argument("--fault-seed", type=int, default=0, metavar="N",
-                       help="seed of the fault plan: the same seed, the same faults (default 0)")
+                       help="seed of the fault plan and of the step judge's noise: the same "
+                       "seed, the same faults (default 0)")
+    add_judge_noise_args(serve)
     serve.set_defaults(func=_cmd_serve)
 
 

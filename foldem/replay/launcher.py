@@ -22,6 +22,7 @@ from types import TracebackType
 import httpx
 
 from foldem.errors import FoldemError
+from foldem.replay.judge import JudgeNoise
 from foldem.replay.protocol import ReplayStats
 
 _STDERR_TAIL_CHARS = 4000
@@ -39,7 +40,7 @@ class ReplayServer:
     def __init__(self, traces: Sequence[Path | str], tokens_per_second: float = 0.0,
                  ignore_disconnect: bool = False, host: str = "127.0.0.1",
                  startup_timeout: float = 60.0, faults: str | None = None,
-                 fault_seed: int = 0) -> None:
+                 fault_seed: int = 0, judge_noise: JudgeNoise | None = None) -> None:
         if faults:
             from foldem.replay.faults import parse_rules
 
@@ -51,6 +52,7 @@ class ReplayServer:
         self.host = host
         self.startup_timeout = startup_timeout
         self.faults, self.fault_seed = faults, fault_seed
+        self.judge_noise = judge_noise or JudgeNoise()
         self.port: int | None = None
         self._workdir = tempfile.TemporaryDirectory(prefix="foldem-replay-")
         self._stderr_path = Path(self._workdir.name) / "stderr.log"
@@ -75,7 +77,10 @@ class ReplayServer:
                "--port-file", str(port_file), "--tokens-per-second", str(self.tokens_per_second),
                "--traces", *self.traces]
         if self.faults:
-            cmd += ["--faults", self.faults, "--fault-seed", str(self.fault_seed)]
+            cmd += ["--faults", self.faults]
+        noise = self.judge_noise
+        cmd += ["--fault-seed", str(self.fault_seed or noise.seed),
+                "--judge-recall", str(noise.recall), "--judge-false-alarm", str(noise.false_alarm)]
         return [*cmd, "--ignore-disconnect"] if self.ignore_disconnect else cmd
 
     def start(self) -> None:
@@ -165,13 +170,14 @@ class ReplayServer:
 def start_replay_server(traces: Sequence[Path | str], tokens_per_second: float = 0.0,
                         ignore_disconnect: bool = False, host: str = "127.0.0.1",
                         startup_timeout: float = 60.0, faults: str | None = None,
-                        fault_seed: int = 0) -> ReplayServer:
+                        fault_seed: int = 0, judge_noise: JudgeNoise | None = None
+                        ) -> ReplayServer:
     """Start a replay server subprocess and wait until it answers /health. `faults` is a fault
     SPEC (foldem/replay/faults.py), e.g. "429:0.1,drop:0.05"; `fault_seed` fixes which
     requests get them."""
     server = ReplayServer(traces, tokens_per_second=tokens_per_second,
                           ignore_disconnect=ignore_disconnect, host=host,
                           startup_timeout=startup_timeout, faults=faults,
-                          fault_seed=fault_seed)
+                          fault_seed=fault_seed, judge_noise=judge_noise)
     server.start()
     return server

@@ -9,6 +9,7 @@ import uvicorn
 
 from foldem.errors import ConfigError
 from foldem.replay.faults import FaultPlan
+from foldem.replay.judge import JudgeNoise
 from foldem.replay.server import create_app, expose_connection_state
 
 
@@ -31,10 +32,11 @@ def _bind(host: str, port: int) -> socket.socket:
 
 def serve(traces: list[Path], host: str = "127.0.0.1", port: int = 8000,
           tokens_per_second: float = 0.0, ignore_disconnect: bool = False,
-          port_file: Path | None = None, faults: FaultPlan | None = None) -> None:
+          port_file: Path | None = None, faults: FaultPlan | None = None,
+          judge_noise: JudgeNoise | None = None) -> None:
     """Run the replay endpoint until interrupted; port 0 picks a free port, written to port_file."""
     sock = _bind(host, port)  # first: a taken port fails fast, before traces are loaded
-    app = create_app(traces, tokens_per_second, ignore_disconnect, faults)
+    app = create_app(traces, tokens_per_second, ignore_disconnect, faults, judge_noise)
     if port_file is not None:
         tmp = port_file.with_name(port_file.name + ".tmp")
         tmp.write_text(f"{sock.getsockname()[1]}\n")

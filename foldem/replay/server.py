@@ -31,7 +31,15 @@ from foldem.replay.faults import (
     request_key,
     status_response,
 )
-from foldem.replay.judge import is_judge_request, judgement, quoted_trace
+from foldem.replay.judge import (
+    JudgeNoise,
+    is_judge_request,
+    is_step_judge_request,
+    judgement,
+    quoted_steps,
+    quoted_trace,
+    step_judgement,
+)
 from foldem.replay.protocol import (
     AssistantMessage,
     ChatCompletion,
@@ -211,11 +219,13 @@ class ReplayState:
     """Everything the app holds: the traces, the pace and the per-request records."""
 
     def __init__(self, library: TraceLibrary, tokens_per_second: float,
-                 ignore_disconnect: bool, faults: FaultPlan | None = None) -> None:
+                 ignore_disconnect: bool, faults: FaultPlan | None = None,
+                 judge_noise: JudgeNoise | None = None) -> None:
         self.library = library
         self.tokens_per_second = tokens_per_second
         self.ignore_disconnect = ignore_disconnect
         self.faults = faults
+        self.judge_noise = judge_noise or JudgeNoise()
         self.records: list[RequestStats] = []
 
     def stats(self) -> ReplayStats:
@@ -235,7 +245,12 @@ class ReplayState:
                 "no recorded trace matches this prompt: the last user message must contain the "
                 "text of a problem in the loaded trace files", param="messages",
                 code="unknown_problem")
-        if is_judge_request(req.model):  # an S4 judge prompt: answer with a score
+        if is_step_judge_request(req.model):  # a partial solution to score by its step label
+            quote = quoted_steps(self.library, problem, user_messages[-1].text)
+            reply, _ = step_judgement(quote, self.judge_noise)
+            trace_id, generator = (quote[0].id if quote else "unknown"), req.model
+            chunks = tokenize_chunks(reply)
+        elif is_judge_request(req.model):  # an S4 judge prompt: answer with a score
             quoted = quoted_trace(self.library, problem, user_messages[-1].text)
             reply, _ = judgement(quoted)
             trace_id, generator = (quoted.id if quoted else "unknown"), req.model
@@ -275,13 +290,15 @@ def expose_connection_state(app: ASGIApp) -> ASGIApp:
 
 
 def create_app(traces: list[Path], tokens_per_second: float = 0,
-               ignore_disconnect: bool = False, faults: FaultPlan | None = None) -> FastAPI:
+               ignore_disconnect: bool = False, faults: FaultPlan | None = None,
+               judge_noise: JudgeNoise | None = None) -> FastAPI:
     """The replay app over trace files (loaded now; tokenized lazily per trace); `faults`
-    injects failures into a share of the requests (foldem/replay/faults.py)."""
+    injects failures into a share of the requests (foldem/replay/faults.py); `judge_noise`
+    makes the replayed step judge miss errors and raise false alarms (foldem/replay/judge.py)."""
     if tokens_per_second < 0:
         raise ConfigError(f"tokens_per_second must be >= 0 (0 = unpaced), got {tokens_per_second}")
     state = ReplayState(TraceLibrary.from_files(traces), tokens_per_second, ignore_disconnect,
-                        faults)
+                        faults, judge_noise)
     if faults:
         quiet_expected_errors()
     encoding()  # load the tokenizer now: a broken cache fails at startup, not on a request

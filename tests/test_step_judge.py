@@ -1,0 +1,192 @@
+"""The step judge: a judge model scores the partial solution at step boundaries while it streams.
+
+Real parts: the replay endpoint over HTTP (generation and the replayed step judge, which scores
+from the human step labels), the streaming client, the stage runner. Traces are real recordings
+loaded from ../shared/data by id at test time and written to a temporary file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from foldem.errors import SpecError
+from foldem.jobspec import JobSpec, parse_job
+from foldem.replay.judge import (
+    SCORE_CORRECT,
+    SCORE_UNKNOWN,
+    SCORE_WRONG,
+    JudgeNoise,
+    quoted_steps,
+    step_judgement,
+)
+from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.traces import Trace, TraceLibrary
+from tasks.client import EndpointClient
+from tasks.models import Prompt, SampleResult, WorkItem
+from tasks.runner import Engine, build_stage_validators
+from tests.fake_endpoint import closed_port
+from tests.tracedata import trace
+
+WRONG_AT_1 = "processbench-gsm8k-183"  # 5 steps, the human label: step 1 is the first wrong
+CLEAN = "processbench-gsm8k-386"  # 5 steps, no wrong step
+UNLABELLED = "gsm8k-gpt3-0-6b_finetuning"  # no step labels
+
+
+def _library(*ids: str) -> TraceLibrary:
+    return TraceLibrary([Trace.model_validate(trace(i)) for i in ids])
+
+
+def _quote(trace_id: str, steps: int) -> str:
+    t = trace(trace_id)
+    return f"Problem:\n{t['problem']}\n\nPartial:\n{t['separator'].join(t['steps'][:steps])}"
+
+
+@pytest.mark.parametrize(("trace_id", "steps", "noise", "score"), [
+    (WRONG_AT_1, 1, JudgeNoise(), SCORE_CORRECT),  # before the wrong step
+    (WRONG_AT_1, 2, JudgeNoise(), SCORE_WRONG),  # the quote reaches it
+    (WRONG_AT_1, 5, JudgeNoise(), SCORE_WRONG),
+    (WRONG_AT_1, 2, JudgeNoise(recall=0.0), SCORE_CORRECT),  # a judge that misses it
+    (WRONG_AT_1, 1, JudgeNoise(false_alarm=1.0), SCORE_WRONG),  # a judge that cries wolf
+    (CLEAN, 5, JudgeNoise(), SCORE_CORRECT),
+    (CLEAN, 3, JudgeNoise(false_alarm=1.0), SCORE_WRONG),
+    (UNLABELLED, 2, JudgeNoise(), SCORE_UNKNOWN),
+])
+def test_replayed_step_judge_scores_from_the_step_label(
+        trace_id: str, steps: int, noise: JudgeNoise, score: int) -> None:
+    library = _library(trace_id)
+    quote = quoted_steps(library, trace(trace_id)["problem"], _quote(trace_id, steps))
+    assert quote is not None and quote[0].id == trace_id and quote[1] == steps
+    reply, got = step_judgement(quote, noise)
+    assert got == score and f"Score: {score}" in reply
+    assert step_judgement(quote, noise) == (reply, got)  # the same request, the same answer
+
+
+def test_noise_draws_depend_on_the_seed_and_hit_about_their_rate() -> None:
+    library = _library(CLEAN)
+    problem = trace(CLEAN)["problem"]
+    quote = quoted_steps(library, problem, _quote(CLEAN, 2))
+    alarms = sum(step_judgement(quote, JudgeNoise(false_alarm=0.3, seed=s))[1] == SCORE_WRONG
+                 for s in range(400))
+    assert 80 < alarms < 160  # 0.3 of 400 = 120
+
+
+def test_a_quote_of_no_recording_is_unknown() -> None:
+    library = _library(CLEAN)
+    assert quoted_steps(library, trace(CLEAN)["problem"], "nothing quoted here") is None
+    assert step_judgement(None, JudgeNoise())[1] == SCORE_UNKNOWN
+
+
+# -- the job spec ---------------------------------------------------------------------------
+
+def _job(solve: dict[str, Any], endpoints: list[dict[str, Any]] | None = None,
+         **extra: Any) -> JobSpec:
+    timeouts = {"connect": 2, "first_token": 10, "idle": 10, "total": 60}
+    return parse_job({
+        "name": "step-judge-test", "prompts": {"path": "unused.jsonl"},
+        "endpoints": endpoints or [
+            {"name": "gen", "base_url": "http://127.0.0.1:1/v1", "model": "*",
+             "timeouts": timeouts},
+            {"name": "judge", "base_url": "http://127.0.0.1:1/v1", "model": "judge-steps",
+             "max_retries": 0, "timeouts": timeouts}],
+        "sampling": {"max_tokens": 4096, "temperature": 0},
+        "stages": [solve], **extra})
+
+
+def _solve(**judge: Any) -> dict[str, Any]:
+    return {"name": "solve", "template": "{problem}", "checkpoints": {"separator": "\n\n"},
+            "step_judge": {"endpoint": "judge", **judge}}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"step_judge": {"endpoint": "nope"}}, "step_judge.endpoint 'nope' is not one of"),
+    ({"kind": "judge"}, "only a 'solve' stage streams steps"),
+    ({"step_judge": {"endpoint": "judge", "template": "{solution}"}},
+     "unknown template field(s) ['solution']"),
+    ({"step_judge": {"endpoint": "judge", "every_steps": 0}}, "every_steps"),
+])
+def test_bad_step_judge_settings_are_spec_errors(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(SpecError) as err:
+        _job(_solve() | change)
+    assert message in str(err.value)
+
+
+# -- in flight and after the fact, over HTTP -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
+    path = tmp_path_factory.mktemp("step-judge") / "traces.jsonl"
+    path.write_text("".join(json.dumps(trace(i)) + "\n" for i in (WRONG_AT_1, CLEAN)))
+    with start_replay_server([path], tokens_per_second=40) as server:
+        yield server
+
+
+async def _run(job: JobSpec, trace_id: str, judge_url: str | None = None,
+               gen_url: str = "") -> SampleResult:
+    urls = {"gen": gen_url, "judge": judge_url or gen_url}
+    clients = {ep.name: EndpointClient(ep, base_url=urls[ep.name], api_key=SecretStr("x"))
+               for ep in job.endpoints}
+    engine = Engine(job=job, run_id="sj", clients=clients, validators=build_stage_validators(job))
+    t = trace(trace_id)
+    item = WorkItem(prompt=Prompt(prompt_id="p0", text=t["problem"]), sample_index=0)
+    try:
+        return await engine.run_sample(item)
+    finally:
+        for client in clients.values():
+            await client.aclose()
+
+
+def _calls(result: SampleResult, kind: str) -> list[Any]:
+    return [e for e in result.ledger if e.call_kind == kind]
+
+
+async def test_a_wrong_step_is_rejected_in_flight_at_that_step(replay: ReplayServer) -> None:
+    job = _job(_solve())
+    live = await _run(job, WRONG_AT_1, gen_url=replay.base_url)
+    baseline = await _run(job.model_copy(update={"in_flight": False}), WRONG_AT_1,
+                          gen_url=replay.base_url)
+    for result in (live, baseline):
+        assert result.status == "rejected" and result.rejection is not None
+        assert result.rejection.validator == "step_judge"
+        assert result.rejection.reason_code == "low_judge_score"
+        assert result.rejection.step_index == trace(WRONG_AT_1)["first_error_step"]
+    (gen_live,), (gen_full,) = _calls(live, "generate"), _calls(baseline, "generate")
+    assert gen_live.aborted and gen_live.abort_reason == "rejected"
+    assert not gen_full.aborted
+    assert gen_live.completion_tokens < gen_full.completion_tokens
+    # after the fact every step prefix is judged; in flight, only those before the abort
+    assert len(_calls(baseline, "step_judge")) == len(trace(WRONG_AT_1)["steps"])
+    assert 2 <= len(_calls(live, "step_judge")) < len(_calls(baseline, "step_judge"))
+    for entry in _calls(live, "step_judge") + _calls(baseline, "step_judge"):
+        assert entry.endpoint == "judge" and entry.model == "judge-steps"
+        assert entry.prompt_tokens and entry.completion_tokens > 0 and entry.error is None
+
+
+async def test_a_clean_solution_is_kept_after_every_step_is_judged(replay: ReplayServer) -> None:
+    result = await _run(_job(_solve(every_steps=2)), CLEAN, gen_url=replay.base_url)
+    assert result.status == "accepted", result.rejection
+    (gen,) = _calls(result, "generate")
+    assert not gen.aborted
+    # 5 steps judged every 2: after steps 2 and 4 (the final step 5 is not a multiple)
+    assert len(_calls(result, "step_judge")) == 2
+
+
+async def test_max_calls_caps_the_judgements_of_a_sample(replay: ReplayServer) -> None:
+    result = await _run(_job(_solve(max_calls=1)), CLEAN, gen_url=replay.base_url)
+    assert result.status == "accepted"
+    assert len(_calls(result, "step_judge")) == 1
+
+
+async def test_a_dead_judge_fails_the_sample_with_its_calls_in_the_ledger(
+        replay: ReplayServer) -> None:
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    result = await _run(_job(_solve()), CLEAN, judge_url=dead, gen_url=replay.base_url)
+    assert result.status == "failed"
+    assert result.error is not None and "step judge:" in result.error
+    judged = _calls(result, "step_judge")
+    assert judged and all(e.error and e.completion_tokens == 0 for e in judged)
