@@ -189,3 +189,52 @@ async def test_a_dead_judge_fails_the_sample_with_its_calls_in_the_ledger(
     assert result.error is not None and "step judge:" in result.error
     judged = _calls(result, "step_judge")
     assert judged and all(e.error and e.completion_tokens == 0 for e in judged)
+
+
+# -- the bundled example, through the Prefect flow --------------------------------------------
+
+def test_the_example_job_runs_its_step_judge_through_the_flow(
+        prefect_api: None, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """examples/gsm8k-step-judge.yaml on 8 labelled-wrong and 8 clean recordings: every wrong
+    one is rejected, the judge's calls are in the ledger apart from the generations, and the
+    ledger (judge calls included) equals what the replay sent, request by request."""
+    import asyncio
+
+    import yaml
+    from sqlalchemy import text
+
+    from flows.generate import generate
+    from foldem import PROJECT_ROOT
+    from tasks.db import get_engine
+    from tests.tracedata import TRACE_FILES, traces
+
+    monkeypatch.chdir(tmp_path)
+    pb = traces("pb_gsm8k")
+    wrong = [t for t in pb if t["first_error_step"] >= 0][:8]
+    clean = [t for t in pb if t["first_error_step"] == -1][:8]
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"problem": t["problem"], "reference_answer":
+                                           t["reference_answer"]}) + "\n"
+                               for t in wrong + clean))
+    spec = yaml.safe_load((PROJECT_ROOT / "examples" / "gsm8k-step-judge.yaml").read_text())
+    spec["prompts"]["path"] = str(prompts)
+    with start_replay_server([TRACE_FILES["pb_gsm8k"]], tokens_per_second=200) as server:
+        for endpoint in spec["endpoints"]:
+            endpoint["base_url"] = server.base_url
+        job_path = tmp_path / "job.yaml"
+        job_path.write_text(yaml.safe_dump(spec))
+        summary = asyncio.run(generate(job_path=str(job_path), run_id="sj-flow",
+                                       database_url=pg_url))
+        stats = server.stats()
+    assert summary.status == "completed" and summary.samples == 16 and summary.failed == 0
+    with get_engine(pg_url).connect() as conn:
+        rows = list(conn.execute(text("SELECT * FROM ledger WHERE run_id = 'sj-flow'")))
+        statuses = dict(conn.execute(text(  # type: ignore[arg-type]
+            "SELECT prompt_id, status FROM samples WHERE run_id = 'sj-flow'")).all())
+    assert [statuses[str(i)] for i in range(8)] == ["rejected"] * 8
+    assert sum(statuses[str(i)] == "accepted" for i in range(8, 16)) >= 6
+    kinds = {r.call_kind for r in rows}
+    assert kinds == {"generate", "step_judge"}
+    assert sum(r.call_kind == "generate" for r in rows) == 16
+    sent = {r.request_id: r.completion_tokens for r in stats.requests}
+    assert {r.response_id: r.completion_tokens for r in rows} == sent
