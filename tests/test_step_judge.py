@@ -7,13 +7,18 @@ loaded from ../shared/data by id at test time and written to a temporary file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pydantic import SecretStr
+from sqlalchemy import text
 
+from foldem import PROJECT_ROOT
 from foldem.errors import SpecError
 from foldem.jobspec import JobSpec, parse_job
 from foldem.replay.judge import (
@@ -27,10 +32,11 @@ from foldem.replay.judge import (
 from foldem.replay.launcher import ReplayServer, start_replay_server
 from foldem.replay.traces import Trace, TraceLibrary
 from tasks.client import EndpointClient
+from tasks.db import get_engine
 from tasks.models import Prompt, SampleResult, WorkItem
 from tasks.runner import Engine, build_stage_validators
 from tests.fake_endpoint import closed_port
-from tests.tracedata import trace
+from tests.tracedata import TRACE_FILES, trace, traces
 
 WRONG_AT_1 = "processbench-gsm8k-183"  # 5 steps, the human label: step 1 is the first wrong
 CLEAN = "processbench-gsm8k-386"  # 5 steps, no wrong step
@@ -198,15 +204,7 @@ def test_the_example_job_runs_its_step_judge_through_the_flow(
     """examples/gsm8k-step-judge.yaml on 8 labelled-wrong and 8 clean recordings: every wrong
     one is rejected, the judge's calls are in the ledger apart from the generations, and the
     ledger (judge calls included) equals what the replay sent, request by request."""
-    import asyncio
-
-    import yaml
-    from sqlalchemy import text
-
-    from flows.generate import generate
-    from foldem import PROJECT_ROOT
-    from tasks.db import get_engine
-    from tests.tracedata import TRACE_FILES, traces
+    from flows.generate import generate  # Prefect only for this test
 
     monkeypatch.chdir(tmp_path)
     pb = traces("pb_gsm8k")
