@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from foldem.errors import ConfigError
-from foldem.replay.cli import add_judge_noise_args, pace_arg
+from foldem.replay.cli import add_judge_noise_args, pace_arg, share_arg
 
 if TYPE_CHECKING:  # the measuring module is imported only when the command runs
     from tasks.validator_bench import BenchReport
@@ -25,16 +25,6 @@ def _fractions(text: str) -> list[float]:
     if not values or any(not 0 < v < 1 for v in values):
         raise argparse.ArgumentTypeError("fractions lie strictly between 0 and 1, e.g. 0.5")
     return sorted(set(values))
-
-
-def _unit_interval(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 <= value <= 1:  # also rejects NaN
-        raise argparse.ArgumentTypeError("must lie between 0 and 1")
-    return value
 
 
 def _positive(text: str) -> int:
@@ -176,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     val.add_argument("--soft", type=_names, metavar="A,B",
                      help="of those, judge these in soft mode (their scores multiply into the "
                      "utility; default: the mode the default set gives, else hard)")
-    val.add_argument("--threshold", type=_unit_interval, default=0.5,
+    val.add_argument("--threshold", type=share_arg, default=0.5,
                      help="stage threshold for soft validators (default 0.5)")
     val.add_argument("--fractions", type=_fractions, metavar="F,G",
                      help="also cut at these fractions of the expected length (paper: 0.5)")
