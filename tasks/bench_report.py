@@ -161,6 +161,19 @@ def write_report(summary: dict[str, Any], runs: dict[str, Any], traces: Sequence
             lines.append(f"| {name} | {v['tokens']:,} | -{_pct(v['reduction_vs_msifr'])} | "
                          f"-{_pct(v['reduction_vs_full'])} | {v['kept']} | {v['early_exits']} |"
                          f" {v['not_generated']} |")
+    if (j := s.get("step_judge")) is not None:
+        r = j["replayed_judge"]
+        lines += ["", "## Step judge", "",
+                  "Its tokens are not in the token figures above (those count the solutions).",
+                  "", "| | after the fact | in flight |", "|---|---|---|",
+                  f"| judge calls | {j['calls_full']:,} | {j['calls_msifr']:,} |",
+                  f"| judge prompt tokens | {j['prompt_tokens_full']:,} | "
+                  f"{j['prompt_tokens_msifr']:,} |",
+                  f"| judge completion tokens | {j['completion_tokens_full']:,} | "
+                  f"{j['completion_tokens_msifr']:,} |", "",
+                  f"Rejections it decided in flight: {j['rejected_by_judge']}. Replayed judge "
+                  f"(where the judge endpoint is the replay): recall {r['recall']}, false alarm "
+                  f"{r['false_alarm']} per judgement."]
     lines += ["", *_group_table("By dataset", s["per_dataset"]),
               *_group_table("By generator", s["per_generator"]),
               "### By validator", "", "| validator | rejected | on clean | on wrong step | "

@@ -257,18 +257,20 @@ def check_server(rows: dict[str, SampleRow], server: ReplayServer) -> ServerChec
     token (a 429 or 500, retried) is one attempt of a call whose last request carries the
     call's response id, so it is matched by the attempt count instead."""
     stats = server.stats()
-    by_response = {r.response_id: (r, r.completion_tokens) for r in rows.values()
+    by_response = {r.response_id: (r, r.completion_tokens, True) for r in rows.values()
                    if r.response_id}
-    by_response |= {rid: (r, tokens) for r in rows.values()
+    # A step judge's request names the recording whose steps it quotes; two recordings of a
+    # problem can open with the same steps, so that one is not checked against the plan.
+    by_response |= {rid: (r, tokens, False) for r in rows.values()
                     for rid, tokens in r.judge_responses.items()}
     mismatched = unmatched = wrong = 0
     for req in stats.requests:
-        row, tokens = by_response.get(req.request_id, (None, 0))
+        row, tokens, planned = by_response.get(req.request_id, (None, 0, False))
         if row is None:
             unmatched += req.completion_tokens > 0
             continue
         mismatched += tokens != req.completion_tokens
-        wrong += row.trace_id != req.trace_id
+        wrong += planned and row.trace_id != req.trace_id
     judged = sum(sum(r.judge_responses.values()) for r in rows.values())
     # A judge call's retries are in the replay only if that judge is the replay.
     judge_attempts = sum(r.judge_attempts for r in rows.values() if r.judge_responses)

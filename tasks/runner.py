@@ -264,7 +264,9 @@ class Engine:
                     endpoint=attempt.endpoint.name, model=attempt.endpoint.model,
                     prompt_tokens=st.prompt_tokens, completion_tokens=st.completion_tokens,
                     count_source="server_usage" if st.count_source == "server_usage"
-                    else "tokenizer_estimate", aborted=judgement.cancelled,
+                    else "tokenizer_estimate",
+                    aborted=judgement.cancelled or judgement.stopped_early,
+                    abort_reason="early_exit" if judgement.stopped_early else None,
                     ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
                     finish_reason=st.finish_reason, attempts=max(1, st.attempts),
                     response_id=st.response_id, error=st.error, started_at=attempt.started_at))

@@ -37,6 +37,7 @@ class Judgement:
     score: int | None = None
     error: str | None = None
     cancelled: bool = False  # the task was cancelled (its run was) before the verdict came
+    stopped_early: bool = False  # the score line was complete: the rest was not read
 
 
 def _fill(template: str, problem: str, partial: str) -> str:
@@ -81,8 +82,12 @@ class StepJudgeRun:
             async with self.pool.stream(self._messages(prefix), attempts=judgement.attempts,
                                         max_tokens=self.cfg.max_tokens, temperature=0.0,
                                         top_p=1.0, seed=None) as call:
-                async for _ in call:
-                    pass
+                async for delta in call:
+                    # The rubric puts the score first: once its line is complete the verdict
+                    # is known, and the reason after it would only cost latency and tokens.
+                    if "\n" in delta.text and parse_judge_score(call.stats.text) is not None:
+                        judgement.stopped_early = call.stats.aborted = True
+                        break
             judgement.reply = judgement.attempts[-1].stats.text
             judgement.score = parse_judge_score(judgement.reply)
             if (judgement.score is None or judgement.score < self.cfg.accept_at) and (

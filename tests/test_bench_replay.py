@@ -150,10 +150,13 @@ def _labelled_traces(tmp_path: Path) -> Path:
 
 
 def _judged(pg_url: str, tmp: Path, noise: JudgeNoise) -> dict[str, Any]:
-    return run_bench_replay(BenchReplaySettings(
+    summary = run_bench_replay(BenchReplaySettings(
         traces=[_labelled_traces(tmp)], out_dir=tmp / "out", concurrency=40,
         tokens_per_second=50, early_exit=False, database_url=pg_url, step_judge=True,
         judge_noise=noise))
+    report = (tmp / "out" / "report.md").read_text()
+    assert "## Step judge" in report and f"recall {noise.recall}" in report
+    return summary
 
 
 def test_a_step_judge_turns_step_labels_into_savings(

@@ -170,6 +170,9 @@ async def test_a_wrong_step_is_rejected_in_flight_at_that_step(replay: ReplaySer
     for entry in _calls(live, "step_judge") + _calls(baseline, "step_judge"):
         assert entry.endpoint == "judge" and entry.model == "judge-steps"
         assert entry.prompt_tokens and entry.completion_tokens > 0 and entry.error is None
+        # the score comes first; the reason after its line is not read (nor paid for)
+        assert entry.aborted and entry.abort_reason == "early_exit"
+        assert entry.completion_tokens <= 6
 
 
 async def test_a_clean_solution_is_kept_after_every_step_is_judged(replay: ReplayServer) -> None:
