@@ -122,7 +122,8 @@ class StepJudge(_Strict):
                            "sample (a stream of many short lines must not cost a call each).")
     accept_at: int = Field(3, ge=1, le=5, description="Accept scores >= this; a reply without "
                            "a 1-5 score rejects (reason judge_unparseable).")
-    max_tokens: int = Field(32, ge=1, le=4096, description="Length cap of a judge reply.")
+    max_tokens: int = Field(64, ge=1, le=4096, description="Length cap of a judge reply "
+                            "(reading stops anyway once the score line is complete).")
 
     @field_validator("template")
     @classmethod
