@@ -200,8 +200,8 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
                      help=f"concurrent streams (default {DEFAULT_CONCURRENCY})")
     rep.add_argument("--tokens-per-second", type=pace_arg, default=DEFAULT_TOKENS_PER_SECOND,
                      metavar="R", help="replay pace per stream, 0 = unpaced (default "
-                     f"{DEFAULT_TOKENS_PER_SECOND:g}; unpaced, the ledger can fall short of the "
-                     "replay's count by chunks in flight at an abort)")
+                     f"{DEFAULT_TOKENS_PER_SECOND:g}; unpaced, the whole recording is sent before "
+                     "its first step is judged: that measures speed, not savings)")
     rep.add_argument("--faults", metavar="SPEC", help="inject endpoint faults (replay --faults)")
     rep.add_argument("--agreement-k", type=_positive, default=DEFAULT_AGREEMENT_K, metavar="K",
                      help="agreement early exit: stop a prompt's samples once K agree "

@@ -28,8 +28,9 @@ def endpoint_urls(job: JobSpec) -> Iterator[tuple[dict[str, str], ReplayServer |
 async def preflight_clients(job: JobSpec,
                             clients: Mapping[str, EndpointClient]) -> dict[str, EndpointError]:
     """Preflight every client; return the endpoints that failed. Raises the failure of the
-    first stage none of whose endpoints answer: a dead server or a refused key fails here, with a
-    clear message, unless the stage lists another endpoint that works."""
+    first stage none of whose endpoints answer, or whose step judge does not: a dead server or a
+    refused key fails here, with a clear message, unless the stage lists another endpoint that
+    works."""
     dead: dict[str, EndpointError] = {}
     for name, client in clients.items():
         try:
@@ -40,6 +41,8 @@ async def preflight_clients(job: JobSpec,
         names = [ep.name for ep in job.endpoints_for(stage)]
         if all(n in dead for n in names):
             raise dead[names[0]]
+        if stage.step_judge is not None and stage.step_judge.endpoint in dead:
+            raise dead[stage.step_judge.endpoint]  # every sample of the stage needs its judge
     return dead
 
 

@@ -107,6 +107,12 @@ CASES: dict[str, Case] = {
                                spec=_set("stages.0.template", "{question}")),
     "unbalanced template": Case(2, ["stages[0].template", "bad template"],
                                 spec=_set("stages.0.template", "{problem")),
+    "step judge on an unknown endpoint": Case(
+        2, ["stages[0].step_judge.endpoint 'judge' is not one of ['ep']"],
+        spec=_set("stages.0.step_judge", {"endpoint": "judge"})),
+    "step judge template field": Case(
+        2, ["stages[0].step_judge.template", "unknown template field(s) ['solution']"],
+        spec=_set("stages.0.step_judge", {"endpoint": "ep", "template": "{solution}"})),
     "spec file missing": Case(3, ["job spec not found"], args=["nope.yaml"]),
     "spec not UTF-8": Case(2, ["not UTF-8"], spec=lambda d: b"name: caf\xe9\n"),
     # The endpoint (exit 4 / 2), checked before the run starts.
@@ -116,6 +122,10 @@ CASES: dict[str, Case] = {
     "wrong API key": Case(4, ["API key was refused", "HTTP 401", "FOLDEM_BAD_INPUT_KEY"],
                           spec=_set("endpoints.0.api_key_env", "FOLDEM_BAD_INPUT_KEY"),
                           env={"FOLDEM_BAD_INPUT_KEY": "sk-wrong-key"}),
+    "unreachable step judge": Case(4, ["judge", "cannot connect"], spec=lambda d: {
+        **d, "endpoints": [*d["endpoints"], {"name": "judge", "model": "judge-steps",
+                                             "base_url": f"http://127.0.0.1:{closed_port()}/v1"}],
+        "stages": [{**d["stages"][0], "step_judge": {"endpoint": "judge"}}]}),
     "API key variable unset": Case(2, ["FOLDEM_UNSET_KEY is not set"],
                                    spec=_set("endpoints.0.api_key_env", "FOLDEM_UNSET_KEY")),
     # The prompt data (exit 3).
