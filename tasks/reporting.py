@@ -69,7 +69,7 @@ def summary_text(s: RunSummary) -> str:
         f"  failed     {s.failed:>8,}  {_share(s.failed, s.samples):>7}",
         f"  tokens     prompt {s.prompt_tokens:,}, completion {s.completion_tokens:,}, "
         f"saved ~{s.tokens_saved:,} (estimate from expected lengths)",
-        f"  calls      {s.calls:,} ({s.aborted_calls:,} closed early)",
+        f"  calls      {s.calls:,} ({s.aborted_calls:,} generations closed early)",
     ]
     if s.server_tokens_sent is not None:
         out.append(f"  replay endpoint sent {s.server_tokens_sent:,} completion tokens "

@@ -243,7 +243,10 @@ def summarize_run(session: Session, *, run_id: str) -> RunSummary:
         func.coalesce(func.sum(ledger.c.completion_tokens), 0).label("completion_tokens"),
         func.coalesce(func.sum(ledger.c.tokens_saved), 0).label("tokens_saved"),
         func.count().label("calls"),
-        func.count().filter(ledger.c.aborted).label("aborted_calls"),
+        # generations closed early (a step judge's verdict read only to its score line is
+        # an aborted call too, but not a saving)
+        func.count().filter(ledger.c.aborted & (ledger.c.call_kind == "generate"))
+        .label("aborted_calls"),
     ).where(ledger.c.run_id == run_id)).one()
 
     per_endpoint = [EndpointFigures(

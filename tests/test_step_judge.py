@@ -234,6 +234,9 @@ def test_the_example_job_runs_its_step_judge_through_the_flow(
             "SELECT prompt_id, status FROM samples WHERE run_id = 'sj-flow'")).all())
     assert [statuses[str(i)] for i in range(8)] == ["rejected"] * 8
     assert sum(statuses[str(i)] == "accepted" for i in range(8, 16)) >= 6
+    # "closed early" in the summary counts generations, not verdicts read to their score line
+    generations_cut = sum(r.aborted and r.call_kind == "generate" for r in rows)
+    assert summary.aborted_calls == generations_cut < sum(r.aborted for r in rows)
     kinds = {r.call_kind for r in rows}
     assert kinds == {"generate", "step_judge"}
     assert sum(r.call_kind == "generate" for r in rows) == 16
