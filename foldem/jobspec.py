@@ -81,9 +81,10 @@ class JobSpec(_Strict):
                 if st.kind != "solve":
                     raise ValueError(f"stages[{i}].step_judge: only a 'solve' stage streams "
                                      f"steps to judge (this one is {st.kind!r})")
-                if st.step_judge.endpoint not in names:
+                unknown_judges = [n for n in st.step_judge.endpoint_names if n not in names]
+                if unknown_judges:
                     raise ValueError(f"stages[{i}].step_judge.endpoint "
-                                     f"{st.step_judge.endpoint!r} is not one of {names}")
+                                     f"{unknown_judges[0]!r} is not one of {names}")
             if st.kind == "problem" and i != 0:
                 raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
         unknown = set(self.quality_gate.acceptance_bounds) - {*stage_names, "dedup"}

@@ -113,7 +113,9 @@ class StepJudge(_Strict):
     Every judged prefix is judged the same way in flight and after the fact, so the kept set
     equals generate-then-filter with the same judge (for a deterministic judge)."""
 
-    endpoint: str = Field(description="Name of the endpoint that serves the judge model.")
+    endpoint: str | list[str] = Field(
+        description="Name of the endpoint that serves the judge model, or a list of names to "
+        "spread the judge calls over (as a stage's `endpoint`).")
     system: str | None = Field(None, description="System message of the judge.")
     template: str = Field(DEFAULT_STEP_JUDGE_TEMPLATE, description="Judge's user message; "
                           "fields: {problem}, {partial} (the solution up to the last step).")
@@ -129,6 +131,17 @@ class StepJudge(_Strict):
     @classmethod
     def _template(cls, v: str) -> str:
         return _template_fields(v, STEP_JUDGE_FIELDS)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_list(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError(f"give one or more distinct endpoint names, got {v}")
+        return v
+
+    @property
+    def endpoint_names(self) -> tuple[str, ...]:
+        return (self.endpoint,) if isinstance(self.endpoint, str) else tuple(self.endpoint)
 
 
 class Stage(_Strict):

@@ -128,7 +128,7 @@ def mode_job(job: JobSpec, mode: ModeSpec, separator: str, concurrency: int) -> 
         "early_exit": mode.early_exit,
         "checkpoints": st.checkpoints.model_copy(update={"separator": separator})})
         for st in job.stages]
-    judges = {st.step_judge.endpoint for st in job.stages if st.step_judge}
+    judges = {n for st in job.stages if st.step_judge for n in st.step_judge.endpoint_names}
     endpoints = [ep.model_copy(update={"max_concurrent_streams": concurrency}
                                | ({} if ep.name in judges else {"model": ANY_GENERATOR}))
                  for ep in job.endpoints]

@@ -41,8 +41,9 @@ async def preflight_clients(job: JobSpec,
         names = [ep.name for ep in job.endpoints_for(stage)]
         if all(n in dead for n in names):
             raise dead[names[0]]
-        if stage.step_judge is not None and stage.step_judge.endpoint in dead:
-            raise dead[stage.step_judge.endpoint]  # every sample of the stage needs its judge
+        judges = stage.step_judge.endpoint_names if stage.step_judge else ()
+        if judges and all(n in dead for n in judges):
+            raise dead[judges[0]]  # every sample of the stage needs its judge
     return dead
 
 

@@ -135,7 +135,7 @@ class Engine:
                                       expected_tokens=stage.expected_tokens)
         outcome = StageOutcome(text="", stats=CallStats())
         judge = (StepJudgeRun(stage.step_judge, self.router.pool_for_names(
-            (stage.step_judge.endpoint,)), ctx.problem) if stage.step_judge else None)
+            stage.step_judge.endpoint_names), ctx.problem) if stage.step_judge else None)
         if judge is not None:
             outcome.judgements = judge.judgements
         offered = 0  # steps completed when the judge was last offered a prefix

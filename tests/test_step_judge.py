@@ -114,6 +114,8 @@ def _solve(**judge: Any) -> dict[str, Any]:
     ({"step_judge": {"endpoint": "judge", "template": "{solution}"}},
      "unknown template field(s) ['solution']"),
     ({"step_judge": {"endpoint": "judge", "every_steps": 0}}, "every_steps"),
+    ({"step_judge": {"endpoint": []}}, "give one or more distinct endpoint names"),
+    ({"step_judge": {"endpoint": ["judge", "judge"]}}, "give one or more distinct endpoint"),
 ])
 def test_bad_step_judge_settings_are_spec_errors(change: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError) as err:
@@ -242,3 +244,27 @@ def test_the_example_job_runs_its_step_judge_through_the_flow(
     assert sum(r.call_kind == "generate" for r in rows) == 16
     sent = {r.request_id: r.completion_tokens for r in stats.requests}
     assert {r.response_id: r.completion_tokens for r in rows} == sent
+
+
+async def test_judge_calls_fail_over_to_a_second_judge_endpoint(replay: ReplayServer) -> None:
+    timeouts = {"connect": 2, "first_token": 10, "idle": 10, "total": 60}
+    endpoints = [{"name": n, "base_url": "http://127.0.0.1:1/v1", "model": m, "max_retries": 0,
+                  "timeouts": timeouts}
+                 for n, m in (("gen", "*"), ("judge", "judge-steps"), ("judge2", "judge-steps"))]
+    job = _job(_solve() | {"step_judge": {"endpoint": ["judge", "judge2"]}}, endpoints)
+    dead = f"http://127.0.0.1:{closed_port()}/v1"
+    urls = {"gen": replay.base_url, "judge": dead, "judge2": replay.base_url}
+    clients = {ep.name: EndpointClient(ep, base_url=urls[ep.name], api_key=SecretStr("x"))
+               for ep in job.endpoints}
+    engine = Engine(job=job, run_id="sj2", clients=clients, validators=build_stage_validators(job))
+    try:
+        results = [await engine.run_sample(WorkItem(
+            prompt=Prompt(prompt_id=t, text=trace(t)["problem"]), sample_index=0))
+            for t in (WRONG_AT_1, CLEAN)]
+    finally:
+        for client in clients.values():
+            await client.aclose()
+    assert [r.status for r in results] == ["rejected", "accepted"]
+    verdicts = [e for r in results for e in _calls(r, "step_judge") if e.error is None]
+    assert verdicts and {e.endpoint for e in verdicts} == {"judge2"}
+    assert any(e.endpoint == "judge" and e.error for r in results for e in _calls(r, "step_judge"))
