@@ -28,7 +28,7 @@ from tasks.models import (
     WorkItem,
 )
 from tasks.policy import Action, ConfiguredValidator, Decision, StagePolicy
-from tasks.step_judge import Judgement, StepJudgeRun
+from tasks.step_judge import Judgement, StepJudgeRun, judge_ledger_entries
 from validators.base import Checkpoint, ProblemContext
 from validators.registry import build
 
@@ -246,31 +246,10 @@ class Engine:
                 tokens_saved=saved, ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
                 finish_reason=st.finish_reason, attempts=max(1, st.attempts),
                 response_id=st.response_id, error=st.error, started_at=attempt.started_at))
-        rows += self._judge_entries(item, stage, out)
-        return rows
-
-    def _judge_entries(self, item: WorkItem, stage: Stage, out: StageOutcome
-                       ) -> list[LedgerEntry]:
-        rows = []
-        for judgement in out.judgements:
-            for attempt in judgement.attempts:
-                st = attempt.stats
-                if not st.attempts:
-                    continue
-                self.session_completion_tokens += st.completion_tokens
-                rows.append(LedgerEntry(
-                    run_id=self.run_id, prompt_id=item.prompt.prompt_id,
-                    sample_index=item.sample_index, stage=stage.name, call_kind="step_judge",
-                    endpoint=attempt.endpoint.name, model=attempt.endpoint.model,
-                    prompt_tokens=st.prompt_tokens, completion_tokens=st.completion_tokens,
-                    count_source="server_usage" if st.count_source == "server_usage"
-                    else "tokenizer_estimate",
-                    aborted=judgement.cancelled or judgement.stopped_early,
-                    abort_reason="early_exit" if judgement.stopped_early else None,
-                    ttft_ms=st.ttft_ms, duration_ms=st.duration_ms,
-                    finish_reason=st.finish_reason, attempts=max(1, st.attempts),
-                    response_id=st.response_id, error=st.error, started_at=attempt.started_at))
-        return rows
+        judged = judge_ledger_entries(out.judgements, run_id=self.run_id, item=item,
+                                      stage=stage.name)
+        self.session_completion_tokens += sum(e.completion_tokens for e in judged)
+        return rows + judged
 
     async def run_sample(self, item: WorkItem) -> SampleResult:
         prompt = item.prompt

@@ -21,7 +21,7 @@ from foldem.errors import EndpointError
 from foldem.jobspec import StepJudge
 from tasks.endpoint_pool import CallAttempt, EndpointPool
 from tasks.judge import parse_judge_score
-from tasks.models import RejectionRecord
+from tasks.models import LedgerEntry, RejectionRecord, WorkItem
 
 VALIDATOR_NAME = "step_judge"
 
@@ -122,3 +122,27 @@ class StepJudgeRun:
             stage=stage, checkpoint=checkpoint, validator=VALIDATOR_NAME, reason_code=reason,
             detail=detail, step_index=j.steps - 1, tokens_at_fire=tokens_at_fire,
             fraction_at_fire=tokens_at_fire / expected_tokens if expected_tokens else None)
+
+
+def judge_ledger_entries(judgements: list[Judgement], *, run_id: str, item: WorkItem,
+                         stage: str) -> list[LedgerEntry]:
+    """A ledger row per endpoint each judgement's call went to (call_kind 'step_judge')."""
+    rows = []
+    for judgement in judgements:
+        for attempt in judgement.attempts:
+            st = attempt.stats
+            if not st.attempts:
+                continue  # no request was sent
+            rows.append(LedgerEntry(
+                run_id=run_id, prompt_id=item.prompt.prompt_id, sample_index=item.sample_index,
+                stage=stage, call_kind="step_judge", endpoint=attempt.endpoint.name,
+                model=attempt.endpoint.model, prompt_tokens=st.prompt_tokens,
+                completion_tokens=st.completion_tokens,
+                count_source="server_usage" if st.count_source == "server_usage"
+                else "tokenizer_estimate",
+                aborted=judgement.cancelled or judgement.stopped_early,
+                abort_reason="early_exit" if judgement.stopped_early else None,
+                ttft_ms=st.ttft_ms, duration_ms=st.duration_ms, finish_reason=st.finish_reason,
+                attempts=max(1, st.attempts), response_id=st.response_id, error=st.error,
+                started_at=attempt.started_at))
+    return rows
