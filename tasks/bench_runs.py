@@ -77,7 +77,7 @@ class SampleRow(BaseModel):
     judge_calls: int = 0
     judge_prompt_tokens: int = 0
     judge_completion_tokens: int = 0
-    judge_attempts: int = 0
+    judge_attempts: int = 0  # requests the judge calls made to the replay (retries included)
     judge_responses: dict[str, int] = Field(default_factory=dict)
 
 
@@ -233,7 +233,8 @@ def read_rows(db_url: str, run_id: str, planned: list[PlannedItem], *,
             row = rows[key_to_trace[(r.prompt_id, r.sample_index)]]
             if r.call_kind == "step_judge":
                 row.judge_calls += 1
-                row.judge_attempts += r.attempts
+                if replayed is None or r.endpoint in replayed:
+                    row.judge_attempts += r.attempts
                 row.judge_prompt_tokens += r.prompt_tokens or 0
                 row.judge_completion_tokens += r.completion_tokens
                 if r.response_id and (replayed is None or r.endpoint in replayed):
@@ -272,11 +273,9 @@ def check_server(rows: dict[str, SampleRow], server: ReplayServer) -> ServerChec
         mismatched += tokens != req.completion_tokens
         wrong += planned and row.trace_id != req.trace_id
     judged = sum(sum(r.judge_responses.values()) for r in rows.values())
-    # A judge call's retries are in the replay only if that judge is the replay.
-    judge_attempts = sum(r.judge_attempts for r in rows.values() if r.judge_responses)
     return ServerCheck(ledger_total=sum(r.completion_tokens for r in rows.values()) + judged,
                        server_total=stats.total_completion_tokens, requests=len(stats.requests),
                        mismatched_requests=mismatched, unmatched_requests=unmatched,
                        wrong_trace=wrong,
-                       ledger_attempts=sum(r.attempts for r in rows.values()) + judge_attempts,
+                       ledger_attempts=sum(r.attempts + r.judge_attempts for r in rows.values()),
                        faults=stats.faults)

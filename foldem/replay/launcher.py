@@ -78,8 +78,9 @@ class ReplayServer:
                "--traces", *self.traces]
         if self.faults:
             cmd += ["--faults", self.faults]
+        # --fault-seed also seeds the step judge's noise (JudgeNoise.seed is the replay's)
         noise = self.judge_noise
-        cmd += ["--fault-seed", str(self.fault_seed or noise.seed),
+        cmd += ["--fault-seed", str(self.fault_seed),
                 "--judge-recall", str(noise.recall), "--judge-false-alarm", str(noise.false_alarm)]
         return [*cmd, "--ignore-disconnect"] if self.ignore_disconnect else cmd
 
