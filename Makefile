@@ -27,7 +27,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-# Headless Chromium for the Prefect UI screenshot test (tests/test_ui_screenshot.py): Debian's
+# Headless Chromium for the Prefect UI screenshot test (tests/flows/test_ui_screenshot.py): Debian's
 # package when this runs as root with apt; otherwise that one test is skipped, saying why.
 browser:
 	@command -v chromium >/dev/null || [ -x /usr/bin/chromium ] || \

@@ -17,30 +17,29 @@ from prefect.artifacts import (
 from prefect.deployments import arun_deployment
 from prefect.runtime import deployment, flow_run
 
-from foldem.errors import ConfigError
-from foldem.jobspec import JobSpec, load_job
-from tasks.claims import PlannedShard, ShardClaims, plan_shards, this_process
-from tasks.endpoint_pool import add_breaker_trips
-from tasks.endpoints import endpoint_urls, preflight_run
-from tasks.models import RunSummary
+from foldem.core.errors import ConfigError
+from foldem.spec.job import JobSpec, load_job
 from tasks.prefect_tasks import (
     begin_run_task,
+    check_abort_probes_task,
     complete_run_task,
     dedup_task,
     export_task,
     load_prompts_task,
     prepare_database_task,
     process_shard_task,
+    publish_summary_task,
     quality_gate_task,
     read_summary_task,
 )
-from tasks.probe_store import check_abort_probes
-from tasks.progress import ProgressBoard
-from tasks.prompts import work_items
-from tasks.quality_gate import gate_failure_message, gate_markdown
-from tasks.reporting import summary_markdown
-from tasks.run_context import RunContext, close_context, open_context
-from tasks.shard_pool import Share, lanes_for, work_through
+from tasks.records.models import RunSummary
+from tasks.run.claims import PlannedShard, ShardClaims, plan_shards, this_process
+from tasks.run.context import RunContext, close_context, open_context
+from tasks.run.demo_endpoint import endpoint_urls
+from tasks.run.preflight import preflight_run
+from tasks.run.progress import ProgressBoard
+from tasks.run.prompts import work_items
+from tasks.run.shard_pool import Share, lanes_for, work_through
 
 
 def new_run_id(job_name: str) -> str:
@@ -64,7 +63,7 @@ async def _report_progress(board: ProgressBoard, artifact_id: UUID, every: float
 
 
 async def _fan_out(ctx: RunContext, claims: ShardClaims, shards: list[PlannedShard]) -> Share:
-    """This flow run's share of the shards (claimed against its peers, tasks/shard_pool.py),
+    """This flow run's share of the shards (claimed against its peers, tasks/run/shard_pool.py),
     one Prefect task per shard, all in this event loop (the endpoint semaphores span them);
     a progress artifact moves while they run."""
     board, run_id = ctx.board, ctx.run_id
@@ -132,14 +131,14 @@ async def _finish(job: JobSpec, db_url: str, claims: ShardClaims,
     gate = None
     if job.quality_gate.enabled:
         gate = quality_gate_task(db_url, run_id, job.quality_gate)
-        await acreate_markdown_artifact(gate_markdown(gate), key=f"{_slug(job.name)}-quality-gate",
+        await acreate_markdown_artifact(gate.markdown(), key=f"{_slug(job.name)}-quality-gate",
                                         description=f"quality gate of run {run_id}")
         if not gate.passed:
             status = "quarantined"  # the data stays in Postgres for inspection; no export
-            logger.warning(gate_failure_message(gate))
+            logger.warning(gate.message())
     summary = complete_run_task(db_url, run_id, status)
     summary.quality_gate = None if gate is None else (
-        "passed" if gate.passed else gate_failure_message(gate))
+        "passed" if gate.passed else gate.message())
     summary.near_duplicates_removed = None if dedup is None else (
         dedup.removed_within_run + dedup.removed_against_earlier)
     manifest = export_task(db_url, run_id, job) if status == "completed" else None
@@ -193,7 +192,7 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
                 # several is taken out of rotation with a warning.
                 for warning in await preflight_run(ctx.engine):
                     logger.warning(warning)
-                check_abort_probes(job, db_url)  # so does one whose aborts were measured to fail
+                check_abort_probes_task(job, db_url)  # so does one whose aborts were measured to fail
                 start = begin_run_task(db_url, job, run_id, total, flow_run.id,
                                        [s.row for s in shards], join)
                 if join and start.status != "running":
@@ -218,14 +217,12 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
     finally:
         await asyncio.to_thread(claims.close)
     summary.server_tokens_sent = server_tokens
-    add_breaker_trips(summary, breaker_trips)
+    summary.add_breaker_trips(breaker_trips)
     if server_tokens is not None and server_tokens != session_tokens:
         logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
                        f"the replay endpoint says it sent {server_tokens}")
     if finalized:
-        await acreate_markdown_artifact(
-            summary_markdown(summary, job_name=job.name),
-            key=f"{_slug(job.name)}-summary", description=f"summary of run {run_id}")
+        await publish_summary_task(summary, job.name, key=f"{_slug(job.name)}-summary")
     if summary.status == "failed" and share.failures:
         raise next(iter(share.failures.values()))
     return summary

@@ -7,19 +7,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import task
+from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NONE
 
-from foldem.jobspec import DedupSettings, JobSpec, QualityGateSettings
-from tasks import run_io
-from tasks.claims import ShardRow
-from tasks.db import get_engine, session_scope
-from tasks.dedup import DedupResult, dedup_run
-from tasks.export import ExportManifest, export_run
-from tasks.models import Prompt, RunSummary, SampleResult, WorkItem
-from tasks.prompts import load_prompts
-from tasks.quality_gate import GateResult, run_quality_gate, save_gate_result
-from tasks.run_context import get_context
-from tasks.shard import process_items
+from foldem.spec.job import JobSpec
+from foldem.spec.sections import DedupSettings, QualityGateSettings
+from tasks.outputs.export import ExportManifest, export_run
+from tasks.probe.store import check_abort_probes
+from tasks.quality.dedup import DedupResult, dedup_run
+from tasks.quality.gate import GateResult, run_quality_gate, save_gate_result
+from tasks.records.models import Prompt, RunSummary, SampleResult, WorkItem
+from tasks.reports.summary import summary_markdown
+from tasks.run import lifecycle as run_io
+from tasks.run.claims import ShardRow
+from tasks.run.context import get_context
+from tasks.run.prompts import load_prompts
+from tasks.run.shard import process_items
+from tasks.store.db import get_engine, session_scope
 
 
 @task(name="load-prompts", cache_policy=NONE)
@@ -90,3 +94,17 @@ def export_task(database_url: str, run_id: str, job: JobSpec) -> ExportManifest:
     out_dir = Path(job.export.dir.format(job=job.name, run_id=run_id))
     return export_run(database_url, run_id=run_id, out_dir=out_dir,
                       system_prompt=job.export.system_prompt, formats=job.export.formats)
+
+
+@task(name="check-abort-probes", cache_policy=NONE)
+def check_abort_probes_task(job: JobSpec, database_url: str) -> None:
+    """Fail before the run when an endpoint's recorded abort probe says hanging up does not
+    stop it (in-flight rejection would save nothing there)."""
+    check_abort_probes(job, database_url)
+
+
+@task(name="publish-summary", cache_policy=NONE)
+async def publish_summary_task(summary: RunSummary, job_name: str, key: str) -> None:
+    """The run summary as a markdown artifact of the flow run."""
+    await acreate_markdown_artifact(summary_markdown(summary, job_name=job_name), key=key,
+                                    description=f"summary of run {summary.run_id}")

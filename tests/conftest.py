@@ -3,7 +3,7 @@
 Database: `pg_url` is a migrated PostgreSQL for the whole test session — a private embedded
 server in a temporary directory (started once, ~1 s, stopped at the end), or the server named by
 FOLDEM_TEST_DATABASE_URL if set (it must already exist; tests only add rows under fresh run ids,
-and `db_session` rolls its rows back). Tests that commit (through `tasks.db.session_scope`) use
+and `db_session` rolls its rows back). Tests that commit (through `tasks.store.db.session_scope`) use
 their own uuid run ids so they never collide.
 
 Embedded servers get their state directory from `fresh_state_dir`, never from tmp_path: as root,
@@ -36,13 +36,13 @@ TEST_DATABASE_ENV = "FOLDEM_TEST_DATABASE_URL"
 
 @contextmanager
 def _state_dir() -> Iterator[Path]:
-    from tasks.db import stop_embedded_postgres
+    from tasks.store.db import stop_embedded
 
     path = Path(tempfile.mkdtemp(prefix="foldem-test-state-"))
     try:
         yield path
     finally:
-        stop_embedded_postgres(path)
+        stop_embedded(path)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -57,7 +57,8 @@ def fresh_state_dir() -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """SQLAlchemy URL of a migrated test database."""
-    from tasks.db import dispose_engines, ensure_embedded_postgres, migrate, normalize_url
+    from tasks.store.db import dispose_engines, migrate, normalize_url
+    from tasks.store.embedded_pg import ensure_embedded_postgres
 
     external = os.environ.get(TEST_DATABASE_ENV, "").strip()
     with ExitStack() as stack:
@@ -74,7 +75,7 @@ def pg_url() -> Iterator[str]:
 def db_session(pg_url: str) -> Iterator[Session]:
     """A session inside a transaction that is rolled back after the test (commits inside the
     test only release a savepoint), so each test sees a clean slate of its own rows."""
-    from tasks.db import get_engine
+    from tasks.store.db import get_engine
 
     with get_engine(pg_url).connect() as conn:
         outer = conn.begin()

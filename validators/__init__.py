@@ -1,15 +1,12 @@
-"""Validators: pure, incremental checks over streamed text (see validators/base.py).
+"""Validators: pure, incremental checks over streamed text.
 
-Importing this package registers every built-in validator module listed below.
+- validators/base.py: the one small interface every validator implements;
+- validators/checkpoints.py: the splitter that cuts a token stream into checkpoints;
+- validators/registry.py: validators by name (built-in, entry point or dotted path);
+- validators/builtin/: the built-in validators, one module each;
+- validators/lib/: the text machinery they share (answers, exact arithmetic, JSON prefixes);
+- validators/defaults.py: the default set for a solve stage.
+
+Nothing here does I/O or imports tasks, flows or Prefect: a validator author needs only this
+package.
 """
-
-from validators.base import Checkpoint, ProblemContext, Step, Validator, ValidatorSession, Verdict
-from validators.registry import available, build, register, resolve
-
-__all__ = [
-    "Checkpoint", "ProblemContext", "Step", "Validator", "ValidatorSession", "Verdict",
-    "available", "build", "register", "resolve",
-]
-
-# Built-in validator modules; each registers itself on import.
-from validators import builtin_modules as _builtin  # noqa: E402,F401

@@ -9,8 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from foldem.errors import ValidatorLoadError
+from foldem.core.errors import ValidatorLoadError
 from validators.base import Validator
+from validators.builtin import BUILTIN_VALIDATORS
 
 _REGISTRY: dict[str, type[Validator]] = {}
 ENTRY_POINT_GROUP = "foldem.validators"
@@ -39,11 +40,6 @@ def _check_contract(cls: object, name: str) -> None:
         raise ValidatorLoadError(name, f"does not implement {missing}")
 
 
-def _load_builtins() -> None:
-    # Importing the package registers every built-in module (see validators/__init__.py).
-    importlib.import_module("validators")
-
-
 def _load_entry_point(name: str) -> type[Validator] | None:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
@@ -70,7 +66,6 @@ def _load_dotted(path: str) -> type[Validator]:
 
 def resolve(name: str) -> type[Validator]:
     """A registered name, an entry-point name, or a dotted path `pkg.module.Class`."""
-    _load_builtins()
     if name in _REGISTRY:
         return _REGISTRY[name]
     cls = _load_entry_point(name)
@@ -97,5 +92,8 @@ def build(name: str, params: dict[str, Any] | None = None) -> Validator:
 
 
 def available() -> dict[str, type[Validator]]:
-    _load_builtins()
     return dict(sorted(_REGISTRY.items()))
+
+
+for _builtin in BUILTIN_VALIDATORS:
+    register(_builtin)

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from foldem.data import resolve_input_path
+from foldem.core.data import resolve_input_path
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m foldem.replay`; user mistakes end with a message, no traceback."""
     import sys
 
-    from foldem.errors import FoldemError
+    from foldem.core.errors import FoldemError
 
     args = build_parser().parse_args(argv)
     try:

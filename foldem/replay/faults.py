@@ -36,7 +36,7 @@ from typing import Literal, get_args
 from fastapi.responses import JSONResponse
 from starlette.types import Send
 
-from foldem.errors import ConfigError
+from foldem.core.errors import ConfigError
 from foldem.replay.protocol import ChatCompletionRequest, ErrorDetail, ErrorResponse, RequestStats
 
 FaultKind = Literal["429", "500", "drop", "stall", "malformed", "slow"]

@@ -22,7 +22,8 @@ import hashlib
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from foldem.replay.traces import Trace, TraceLibrary
+from foldem.core.traces import Trace
+from foldem.replay.traces import TraceLibrary
 
 JUDGE_MODEL_PREFIX = "judge"
 STEP_JUDGE_MODEL_PREFIX = "judge-steps"

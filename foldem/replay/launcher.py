@@ -21,7 +21,7 @@ from types import TracebackType
 
 import httpx
 
-from foldem.errors import FoldemError
+from foldem.core.errors import FoldemError
 from foldem.replay.judge import JudgeNoise
 from foldem.replay.protocol import ReplayStats
 

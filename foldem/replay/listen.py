@@ -7,7 +7,7 @@ from pathlib import Path
 
 import uvicorn
 
-from foldem.errors import ConfigError
+from foldem.core.errors import ConfigError
 from foldem.replay.faults import FaultPlan
 from foldem.replay.judge import JudgeNoise
 from foldem.replay.server import create_app, expose_connection_state

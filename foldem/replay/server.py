@@ -23,7 +23,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from foldem.errors import ConfigError, FoldemError
+from foldem.core.errors import ConfigError, FoldemError
+from foldem.core.tokens import count_tokens, encoding
+from foldem.core.traces import TokenChunks, tokenize_chunks
 from foldem.replay.faults import (
     FaultPlan,
     StreamFaults,
@@ -59,8 +61,7 @@ from foldem.replay.protocol import (
     RequestStats,
     Usage,
 )
-from foldem.replay.traces import ANY_GENERATOR, TokenChunks, TraceLibrary, tokenize_chunks
-from foldem.tokens import count_tokens, encoding
+from foldem.replay.traces import ANY_GENERATOR, TraceLibrary
 
 
 class ReplayRequestError(FoldemError):

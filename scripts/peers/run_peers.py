@@ -18,14 +18,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from foldem.data import resolve_input_path
+from foldem.core.data import resolve_input_path
+from foldem.core.traces import Trace, load_traces
 from foldem.replay.launcher import start_replay_server
-from foldem.replay.traces import Trace, load_traces
-from tasks.bench_replay import DEFAULT_CONCURRENCY, DEFAULT_TOKENS_PER_SECOND, default_job
-from tasks.checkpoints import CheckpointSplitter
-from tasks.policy import Action, ConfiguredValidator, StagePolicy
-from tasks.runner import build_stage_validators
+from tasks.bench.replay_bench import DEFAULT_CONCURRENCY, DEFAULT_TOKENS_PER_SECOND, default_job
+from tasks.engine.policy import Action, ConfiguredValidator, StagePolicy
+from tasks.engine.runner import build_stage_validators
 from validators.base import ProblemContext
+from validators.checkpoints import CheckpointSplitter
 
 HERE = Path(__file__).resolve().parent
 PEERS = ("curator", "distilabel")

@@ -28,9 +28,9 @@ make_venv curator "bespokelabs-curator==0.1.31"
 make_venv distilabel "distilabel[openai]==1.5.3" requests
 # Offline settings the peers need (STACK.md); curator needs the seeded tiktoken cache.
 export TELEMETRY_ENABLED=false LITELLM_LOCAL_MODEL_COST_MAP=True HF_HUB_OFFLINE=1
-"$root/.venv/bin/python" -c "from foldem.tokens import seed_cache; seed_cache(); seed_cache('cl100k_base')" >/dev/null
+"$root/.venv/bin/python" -c "from foldem.core.tokens import seed_cache; seed_cache(); seed_cache('cl100k_base')" >/dev/null
 export TIKTOKEN_CACHE_DIR="${TIKTOKEN_CACHE_DIR:-$("$root/.venv/bin/python" -c \
-  'from foldem.tokens import _cache_dir; print(_cache_dir())')}"
+  'from foldem.core.tokens import _cache_dir; print(_cache_dir())')}"
 cd "$root"
 exec .venv/bin/python scripts/peers/run_peers.py --traces "${traces[@]}" --out "$out" \
   --venvs "$venvs"

@@ -1,6 +1,6 @@
 """Alembic environment for foldem.
 
-foldem runs migrations in code (`tasks.db.migrate`), handing over a connection that already
+foldem runs migrations in code (`tasks.store.db.migrate`), handing over a connection that already
 holds the migration advisory lock inside its transaction; Alembic then runs in that transaction
 (it does not begin its own), so concurrent migrators queue up and the schema moves atomically.
 
@@ -14,11 +14,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from tasks.schema import metadata
+from tasks.store.schema import metadata
 
 config = context.config
-target_metadata = metadata  # for `alembic revision --autogenerate` (compare with tasks/schema.py)
-MIGRATION_LOCK_KEY = 0x666F6C64656D  # the same key as tasks.db._MIGRATION_LOCK_KEY
+target_metadata = metadata  # for `alembic revision --autogenerate` (compare with tasks/store/schema.py)
+MIGRATION_LOCK_KEY = 0x666F6C64656D  # the same key as tasks.store.db._MIGRATION_LOCK_KEY
 
 
 def run_on(connection: sa.Connection) -> None:
@@ -41,7 +41,7 @@ def run_online() -> None:
     if connection is not None:
         run_on(connection)
         return
-    from tasks.db import get_engine, resolve_database_url
+    from tasks.store.db import get_engine, resolve_database_url
 
     url = config.get_main_option("sqlalchemy.url") or resolve_database_url()
     with get_engine(url).begin() as conn:

@@ -4,7 +4,7 @@ Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
-The only way foldem's schema changes. Mirror table changes in tasks/schema.py (a test compares
+The only way foldem's schema changes. Mirror table changes in tasks/store/schema.py (a test compares
 them); if this migration changes a table a view reads, re-create the views from sql/views/.
 """
 

@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("abort_honoured", sa.Boolean, nullable=False,
                   comment="a disconnect was measured to stop generation (false if inconclusive)"),
         sa.Column("result", JSONB, nullable=False,
-                  comment="the whole probe result (tasks.probe_models.ProbeResult)"),
+                  comment="the whole probe result (tasks.probe.models.ProbeResult)"),
         comment="One row per `foldem probe` of an endpoint; the newest row per (base_url, "
         "model) is what a job checks.",
     )

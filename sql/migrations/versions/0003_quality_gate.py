@@ -4,7 +4,7 @@ Revision ID: 0003
 Revises: 0002
 Create Date: 2026-11-23
 
-One row per gate check of a run (tasks/quality_gate.py): a re-checked run gets another row, the
+One row per gate check of a run (tasks/quality/gate.py): a re-checked run gets another row, the
 newest by checked_at is current. `result` is the whole GateResult as JSON: every expectation's
 outcome, what it observed and the SQL that shows its failing rows. (run_id, checked_at) is unique
 so a retried save of the same result stays one row; that index also serves lookups by run_id.

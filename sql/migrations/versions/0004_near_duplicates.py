@@ -4,7 +4,7 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-11-23
 
-One row per sample that near-duplicate removal kept (tasks/dedup.py), so later runs can be
+One row per sample that near-duplicate removal kept (tasks/quality/dedup.py), so later runs can be
 checked against it without re-reading or re-hashing its text. A signature is only comparable with
 another made the same way, so the way is part of the key: which text (`field`), the word n-gram
 size (`shingle`), the number of permutations and the hashing scheme.

@@ -7,7 +7,7 @@ Create Date: 2026-11-24
 A run's work list (every prompt x sample index, in prompt order) is cut into fixed shards of the
 job's `shard_size`; the first flow run of a run id records them here, later ones (peers, resumes)
 find them. A shard is claimed with a session-level Postgres advisory lock held on its worker's
-own connection (tasks/claims.py): the lock is the claim, and it dies with the connection, so a
+own connection (tasks/run/claims.py): the lock is the claim, and it dies with the connection, so a
 worker killed with SIGKILL frees its shards at once. This table records what the locks cannot:
 which shards are done, and who worked on each, how often.
 """
@@ -49,7 +49,7 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('pending', 'done')", name="ck_run_shards_status"),
         sa.CheckConstraint("samples > 0 AND shard_no >= 0 AND attempts >= 0",
                            name="ck_run_shards_counts"),
-        comment="Fixed shards of a run's work list; claims are advisory locks (tasks/claims.py).",
+        comment="Fixed shards of a run's work list; claims are advisory locks (tasks/run/claims.py).",
     )
 
 

@@ -1,0 +1,114 @@
+"""The endpoint sections of a job spec: where calls go (`Endpoint`), how long they may take
+(`Timeouts`), the limits shared across processes (`EndpointLimits`), the circuit breaker of a
+stage that lists several endpoints (`Breaker`), and the bundled replay endpoint (`Replay`).
+
+`JobSpec` and `load_job` live in foldem/spec/job.py.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from foldem.spec.sections import _Strict
+
+REPLAY = "replay"
+
+
+class Timeouts(_Strict):
+    connect: float = Field(10.0, gt=0, description="Seconds to open the connection.")
+    first_token: float = Field(60.0, gt=0, description="Seconds from request to first chunk.")
+    idle: float = Field(30.0, gt=0, description="Longest silence between two chunks, seconds.")
+    total: float = Field(600.0, gt=0, description="Longest whole call, seconds.")
+
+
+#: Characters Prefect refuses in a concurrency limit's name.
+_LIMIT_NAME = r"^[^/%&<>]{1,120}$"
+
+
+class Breaker(_Strict):
+    """The circuit breaker of one endpoint (used when a stage lists several endpoints)."""
+
+    failures_to_trip: int = Field(3, ge=1, le=1000, description="Consecutive failed calls "
+                                  "(errors, timeouts; never rejections) that take the endpoint "
+                                  "out of the rotation.")
+    cooldown_seconds: float = Field(30.0, gt=0, le=3600, description="How long it stays out "
+                                    "after tripping; doubles after each failed trial call.")
+    max_cooldown_seconds: float = Field(300.0, gt=0, le=86400)
+    max_wait_seconds: float = Field(60.0, ge=0, le=3600, description="When every endpoint of "
+                                    "a stage is out, how long a call waits for one to come "
+                                    "back before its sample fails.")
+
+    @model_validator(mode="after")
+    def _cap_above_start(self) -> Breaker:
+        if self.max_cooldown_seconds < self.cooldown_seconds:
+            raise ValueError("max_cooldown_seconds must be >= cooldown_seconds")
+        return self
+
+
+class EndpointLimits(_Strict):
+    """Limits that hold across every process using the same Prefect API (Prefect global
+    concurrency limits); unset: off, and no Prefect call is made per stream."""
+
+    max_streams: int | None = Field(None, ge=1, le=100_000, description="Concurrent streams "
+                                    "across all runs and workers.")
+    requests_per_minute: int | None = Field(None, ge=1, le=10_000_000)
+    tokens_per_minute: int | None = Field(None, ge=1, le=1_000_000_000, description="Prompt "
+                                          "plus expected completion tokens (see ENDPOINTS.md).")
+    burst_seconds: float = Field(10.0, gt=0, le=60, description="Rate limits: a quiet "
+                                 "endpoint may take this many seconds' worth at once.")
+    limit_name: str | None = Field(None, pattern=_LIMIT_NAME, description="Base name of the "
+                                   "Prefect limits; default: derived from base_url and model, "
+                                   "so every job calling the same server shares them.")
+
+    @property
+    def configured(self) -> bool:
+        return (self.max_streams or self.requests_per_minute or self.tokens_per_minute) is not None
+
+
+class Endpoint(_Strict):
+    name: str = Field(description="Name used by stages and in the ledger.")
+    base_url: str = Field(description="OpenAI-compatible base URL (…/v1), or 'replay' to start "
+                          "the bundled replay endpoint on a free loopback port.")
+    model: str = Field(description="Model name sent in each request.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key;"
+                                    " unset: no key (local servers).")
+    api_key_secret_block: str | None = Field(
+        None, description="Name of a Prefect `Secret` block holding the API key (read from the "
+        "Prefect API the run talks to); instead of api_key_env.")
+    max_concurrent_streams: int = Field(16, ge=1, le=4096)
+    timeouts: Timeouts = Field(default_factory=lambda: Timeouts())
+    max_retries: int = Field(4, ge=0, le=20, description="Retries of 429/5xx/connection errors "
+                             "before the first token.")
+    require_abort_honoured: bool = Field(
+        False, description="Refuse to run unless the newest `foldem probe` of this base_url and "
+        "model (table endpoint_probes) measured that a disconnect stops generation.")
+    continuous_usage: Literal["auto", "on", "off"] = Field(
+        "auto", description="Ask for usage in every chunk (vLLM/SGLang). auto: try it, fall back "
+        "if the endpoint refuses the option.")
+    weight: float = Field(1.0, gt=0, le=1_000_000, description="Share of a stage's calls "
+                          "when the stage lists several endpoints (with their current load).")
+    limits: EndpointLimits = Field(default_factory=lambda: EndpointLimits())
+    breaker: Breaker = Field(default_factory=lambda: Breaker())
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != REPLAY and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s):// URL or 'replay'")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Endpoint:
+        if self.api_key_env and self.api_key_secret_block:
+            raise ValueError("give api_key_env or api_key_secret_block, not both")
+        return self
+
+
+class Replay(_Strict):
+    traces: list[str] = Field(
+        default_factory=lambda: ["data://traces/gsm8k_gpt3_dev.jsonl"],
+        description="Trace files (JSONL, shared format) the replay endpoint plays back.")
+    tokens_per_second: float = Field(200.0, ge=0, description="Pace per stream; 0 = unpaced.")

@@ -1,0 +1,177 @@
+"""The job spec: a YAML file validated into typed models before any call is made.
+
+`load_job(path)` returns a `JobSpec` or raises `SpecError` naming the file, the field and what
+is wrong. Paths in the spec are relative to the spec file; `data://...` paths name the shared
+data set (see `foldem.core.data`).
+
+The section models live in foldem/spec/sections.py (prompts, sampling, stages, export, dedup,
+quality gate) and foldem/spec/endpoints.py (endpoints, limits, breaker, replay); every one is
+importable from here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from foldem.core.errors import DataNotFoundError, SpecError, ValidatorLoadError
+from foldem.spec.endpoints import (
+    Endpoint,
+    Replay,
+)
+from foldem.spec.sections import (
+    DedupSettings,
+    Export,
+    PromptSource,
+    QualityGateSettings,
+    Sampling,
+    Stage,
+    _Strict,
+)
+
+
+class JobSpec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    description: str = ""
+    prompts: PromptSource
+    samples_per_prompt: int = Field(1, ge=1, le=1000)
+    endpoints: list[Endpoint] = Field(min_length=1)
+    replay: Replay = Field(default_factory=lambda: Replay())
+    sampling: Sampling = Field(default_factory=lambda: Sampling())
+    stages: list[Stage] = Field(min_length=1)
+    shard_size: int = Field(32, ge=1, le=100_000, description="Samples per Prefect task.")
+    in_flight: bool = Field(True, description="Judge while streaming and abort at the first "
+                            "rejection (MSIFR). false: generate every sample in full, then filter "
+                            "with the same validators (the baseline benchmarks compare against).")
+    database_url: str | None = Field(None, description="Postgres URL; DATABASE_URL overrides; "
+                                     "unset: embedded Postgres.")
+    export: Export = Field(default_factory=lambda: Export())
+    dedup: DedupSettings = Field(default_factory=lambda: DedupSettings())
+    quality_gate: QualityGateSettings = Field(default_factory=lambda: QualityGateSettings())
+
+    # Set by load_job, not by the YAML: where relative paths resolve from.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _cross(self) -> JobSpec:
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError(f"endpoint names must be unique, got {names}")
+        stage_names = [s.name for s in self.stages]
+        if len(set(stage_names)) != len(stage_names):
+            raise ValueError(f"stage names must be unique, got {stage_names}")
+        for i, st in enumerate(self.stages):
+            unknown_eps = [n for n in st.endpoint_names or [] if n not in names]
+            if unknown_eps:
+                raise ValueError(f"stages[{i}].endpoint {unknown_eps[0]!r} is not one of {names}")
+            if st.step_judge is not None:
+                if st.kind != "solve":
+                    raise ValueError(f"stages[{i}].step_judge: only a 'solve' stage streams "
+                                     f"steps to judge (this one is {st.kind!r})")
+                unknown_judges = [n for n in st.step_judge.endpoint_names if n not in names]
+                if unknown_judges:
+                    raise ValueError(f"stages[{i}].step_judge.endpoint "
+                                     f"{unknown_judges[0]!r} is not one of {names}")
+            if st.kind == "problem" and i != 0:
+                raise ValueError(f"stages[{i}]: a 'problem' stage can only come first")
+        unknown = set(self.quality_gate.acceptance_bounds) - {*stage_names, "dedup"}
+        if unknown:
+            raise ValueError(f"quality_gate.acceptance_bounds names unknown stage(s) "
+                             f"{sorted(unknown)}; stages: {stage_names}")
+        kinds = [s.kind for s in self.stages]
+        if "solve" not in kinds:
+            raise ValueError("a job needs a 'solve' stage")
+        for i, kind in enumerate(kinds):
+            if kind == "judge" and "solve" not in kinds[:i]:
+                raise ValueError(f"stages[{i}]: a 'judge' stage must follow a 'solve' stage")
+        return self
+
+    def endpoints_for(self, stage: Stage) -> list[Endpoint]:
+        """The endpoints a stage spreads its calls over (one, unless it lists several)."""
+        by_name = {e.name: e for e in self.endpoints}
+        return [by_name[n] for n in stage.endpoint_names or [self.endpoints[0].name]]
+
+    def endpoint_for(self, stage: Stage) -> Endpoint:
+        """The stage's first (or only) endpoint."""
+        return self.endpoints_for(stage)[0]
+
+    def max_tokens_for(self, stage: Stage) -> int:
+        return stage.max_tokens or self.sampling.max_tokens
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def spec_hash(self) -> str:
+        # Defaults left out: a setting added to foldem later does not change the hash of a
+        # spec that does not use it, so runs started before an upgrade still resume.
+        blob = json.dumps(self.model_dump(mode="json", exclude_defaults=True),
+                          sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def resolve_path(self, path: str) -> Path:
+        from foldem.core.data import resolve_data_path  # local import: data pulls in settings
+
+        if path.startswith("data://"):
+            return resolve_data_path(path)
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def parse_job(data: Any, *, file: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
+    if not isinstance(data, dict):
+        got = type(data).__name__
+        raise SpecError(file, [("", f"expected a mapping at the top level, got {got}")])
+    try:
+        spec = JobSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_field_path(e["loc"]), e["msg"]) for e in exc.errors()]
+        raise SpecError(file, problems) from None
+    spec.base_dir = base_dir or Path(".")
+    _check_validators(spec, file)
+    return spec
+
+
+def _check_validators(spec: JobSpec, file: str) -> None:
+    from validators.registry import build  # validators import nothing from here
+
+    problems = []
+    for i, st in enumerate(spec.stages):
+        for j, ref in enumerate(st.validators):
+            try:
+                build(ref.name, ref.params)
+            except ValidatorLoadError as exc:
+                problems.append((f"stages[{i}].validators[{j}]", exc.reason if exc.name == ref.name
+                                 else str(exc)))
+    if problems:
+        raise SpecError(file, problems)
+
+
+def load_job(path: str | Path) -> JobSpec:
+    """Read and validate a job spec file."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataNotFoundError(str(p), "job spec not found")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(str(p), [("", f"not UTF-8 text: {exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise SpecError(str(p), [("", f"{where}malformed YAML: {problem}")]) from None
+    return parse_job(data, file=str(p), base_dir=p.resolve().parent)

@@ -1,0 +1,218 @@
+"""Streaming chat completions from an OpenAI-compatible endpoint, with explicit abort.
+
+`EndpointClient.stream(...)` is an async context manager yielding a `StreamCall`
+(tasks/endpoints/stream_call.py): iterate it for `Delta`s; leave the block (or call `abort`) to close the
+HTTP stream at once. STACK.md: a bare `break` does not close the connection, so closing is always
+explicit here.
+
+Retries: 429, 5xx, connection errors and a missing first token are retried with backoff, but only
+before the first token (after that a retry would pay for the same tokens twice and change the
+sample). The per-endpoint semaphore bounds concurrent streams in this process; an optional
+`EndpointLimiter` (tasks/endpoints/limits.py) adds the limits shared across processes. Usage:
+`include_usage` always, and `continuous_usage_stats` when the endpoint accepts it (auto-detected
+once per endpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import httpx2
+import openai
+from pydantic import SecretStr
+
+from foldem.core.errors import (
+    ConfigError,
+    EndpointAuthError,
+    EndpointError,
+    EndpointUnreachableError,
+)
+from foldem.core.tokens import count_tokens
+from foldem.spec.endpoints import Endpoint
+from tasks.endpoints.protocol import StreamChunk
+from tasks.endpoints.stream_call import (
+    CallStats,
+    StreamCall,
+    parse_sse,
+)
+
+if TYPE_CHECKING:
+    from tasks.endpoints.limits import EndpointLimiter
+
+
+def resolve_api_key(endpoint: Endpoint) -> SecretStr:
+    """The endpoint's key: from the Prefect Secret block named by `api_key_secret_block`, else
+    from the environment variable named by `api_key_env`; local servers need none. The key only
+    ever travels as a SecretStr."""
+    if endpoint.api_key_secret_block:
+        from tasks.endpoints.secret_blocks import key_from_secret_block  # Prefect only when named
+
+        return key_from_secret_block(endpoint.name, endpoint.api_key_secret_block)
+    if endpoint.api_key_env is None:
+        return SecretStr("EMPTY")
+    value = os.environ.get(endpoint.api_key_env)
+    if not value:
+        raise ConfigError(
+            f"endpoint {endpoint.name!r}: environment variable {endpoint.api_key_env} is not set "
+            f"(named by api_key_env in the job spec); export it or remove api_key_env")
+    return SecretStr(value)
+
+
+def _retry_after(exc: openai.APIStatusError) -> float | None:
+    raw = exc.response.headers.get("retry-after") if exc.response is not None else None
+    try:
+        return min(float(raw), 60.0) if raw else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(30.0, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2))
+
+
+class EndpointClient:
+    """One configured endpoint: an AsyncOpenAI client plus the per-endpoint stream limit,
+    and the cross-process limits when `limiter` is given."""
+
+    def __init__(self, endpoint: Endpoint, *, base_url: str, api_key: SecretStr,
+                 limiter: EndpointLimiter | None = None) -> None:
+        self.endpoint = endpoint
+        self.base_url = base_url
+        self.limiter = limiter
+        t = endpoint.timeouts
+        self._client = openai.AsyncOpenAI(
+            base_url=base_url, api_key=api_key.get_secret_value(), max_retries=0,
+            timeout=openai.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total))
+        self._limit = asyncio.Semaphore(endpoint.max_concurrent_streams)
+        self._continuous: bool | None = {"on": True, "off": False}.get(endpoint.continuous_usage)
+        self.active_streams = 0
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    async def preflight(self) -> None:
+        """Fail fast, before any sample, when nothing answers or the key is refused."""
+        try:
+            await asyncio.wait_for(self._client.models.list(), self.endpoint.timeouts.connect + 5)
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            source = self.endpoint.api_key_env or self.endpoint.api_key_secret_block
+            raise EndpointAuthError(self.endpoint.name, f"the API key was refused "
+                                    f"(HTTP {exc.status_code}); check {source}",
+                                    status=exc.status_code) from None
+        except (TimeoutError, openai.APIConnectionError) as exc:
+            raise EndpointUnreachableError(
+                self.endpoint.name, f"cannot connect to {self.base_url} ({type(exc).__name__}: "
+                f"{exc}); is the server running? check base_url in the job spec") from None
+        except openai.APIStatusError:
+            pass  # some servers lack /models; a status answer proves the server is there
+
+    def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+        options: dict[str, Any] = {"include_usage": True}  # usage in the last chunk
+        if self._continuous is not False:
+            options["continuous_usage_stats"] = True
+        return dict(model=self.endpoint.model, messages=messages, stream=True,
+                    stream_options=options, **params)
+
+    async def _open(self, messages: list[dict[str, str]], params: dict[str, Any],
+                    stats: CallStats, max_retries: int
+                    ) -> tuple[Any, AsyncIterator[StreamChunk], StreamChunk | None, float]:
+        """Open the stream and wait for its first chunk, retrying where that is safe."""
+        ep = self.endpoint
+        attempt = 0
+        while True:
+            stats.attempts += 1
+            t0 = time.perf_counter()
+            response = None
+            try:
+                response = await self._client.chat.completions.with_streaming_response.create(
+                    **self._request(messages, params)).__aenter__()
+                chunks = parse_sse(response, ep.name)
+                first = await asyncio.wait_for(anext(chunks, None), ep.timeouts.first_token)
+                if self._continuous is None:
+                    self._continuous = True
+                return response, chunks, first, t0
+            except openai.BadRequestError as exc:
+                if self._continuous is None and "continuous_usage_stats" in str(exc):
+                    self._continuous = False  # endpoint refuses the vLLM option: fall back
+                    stats.attempts -= 1
+                    continue
+                raise EndpointError(ep.name, f"request refused: {exc.message}",
+                                    status=400) from None
+            except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                raise EndpointAuthError(ep.name, f"API key refused (HTTP {exc.status_code})",
+                                        status=exc.status_code) from None
+            except openai.APIStatusError as exc:
+                retryable = exc.status_code == 429 or exc.status_code >= 500
+                if not retryable or attempt >= max_retries:
+                    raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
+                                        status=exc.status_code, retryable=retryable) from None
+                delay = _retry_after(exc) or _backoff(attempt)
+            except (TimeoutError, openai.APIConnectionError, httpx.HTTPError, httpx2.HTTPError,
+                    OSError, EndpointError) as exc:
+                if response is not None:
+                    await response.close()
+                if attempt >= max_retries:
+                    what = (f"no first token within {ep.timeouts.first_token:.0f}s"
+                            if isinstance(exc, asyncio.TimeoutError)
+                            else f"{type(exc).__name__}: {exc}")
+                    raise EndpointError(ep.name, what, retryable=True) from None
+                delay = _backoff(attempt)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+    def _held(self, messages: list[dict[str, str]], max_tokens: int,
+              expected_tokens: int | None) -> AbstractAsyncContextManager[None]:
+        """The cross-process slots of one call (nothing, and no API call, without limits)."""
+        if self.limiter is None:
+            return nullcontext()
+        tokens = 0
+        if self.limiter.counts_tokens:  # what the call is likely to cost (docs/ENDPOINTS.md)
+            tokens = (sum(count_tokens(m["content"]) for m in messages)
+                      + (expected_tokens or max_tokens))
+        return self.limiter.hold(tokens)
+
+    @asynccontextmanager
+    async def stream(self, messages: list[dict[str, str]], *, max_tokens: int,
+                     temperature: float, top_p: float = 1.0, seed: int | None = None,
+                     stats: CallStats | None = None, max_retries: int | None = None,
+                     expected_tokens: int | None = None) -> AsyncIterator[StreamCall]:
+        """Open a stream; leaving the block closes it. `stats` (filled in as the call goes,
+        even when it fails) is settled on exit: server usage where reported, else an estimate.
+        `max_retries` overrides the endpoint's (a pool sets 0 while it can move the call);
+        `expected_tokens` sizes the tokens-per-minute reservation (else max_tokens)."""
+        params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
+                                  "top_p": top_p}
+        if seed is not None:
+            params["seed"] = seed
+        stats = stats if stats is not None else CallStats()
+        retries = self.endpoint.max_retries if max_retries is None else max_retries
+        # Local slot first, so at most max_concurrent_streams calls of this process wait on the
+        # Prefect API; waiting for a slot is not the endpoint's fault: outside the total timeout.
+        async with self._limit, self._held(messages, max_tokens, expected_tokens):
+            self.active_streams += 1
+            try:
+                async with asyncio.timeout(self.endpoint.timeouts.total):
+                    response, chunks, first, t0 = await self._open(messages, params, stats,
+                                                                   retries)
+                    call = StreamCall(chunks, first, response, stats, t0,
+                                      self.endpoint.timeouts.idle, self.endpoint.name)
+                    try:
+                        yield call
+                        await call.drain()
+                    finally:
+                        await call.close()  # explicit: the server must see the hang-up now
+                        call.finalize(messages)
+            except TimeoutError:
+                raise EndpointError(self.endpoint.name, f"call exceeded the total timeout of "
+                                    f"{self.endpoint.timeouts.total:.0f}s") from None
+            finally:
+                self.active_streams -= 1
+                if stats.prompt_tokens is None:
+                    stats.prompt_tokens = sum(count_tokens(m["content"]) for m in messages)

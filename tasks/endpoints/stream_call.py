@@ -1,0 +1,190 @@
+"""One streaming call in progress (`StreamCall`): the deltas it yields, what it cost
+(`CallStats`), and how it hangs up, half-closing the socket and counting what the server sent
+before it learned of the hang-up. `parse_sse` reads the chat-completion chunks of an SSE body.
+
+`EndpointClient.stream` (tasks/endpoints/client.py) opens the call, with retries, and closes it; this
+module is the part that runs once the first token has arrived.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import httpx2
+import openai
+from pydantic import ValidationError
+
+from foldem.core.errors import EndpointError
+from foldem.core.tokens import count_tokens
+from tasks.endpoints.protocol import StreamChunk
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    text: str
+    tokens: int  # tokens this chunk added (server usage where reported, else a tokenizer count)
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What one call cost; becomes a ledger row."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+    count_source: str = "tokenizer_estimate"
+    finish_reason: str | None = None
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    attempts: int = 0
+    response_id: str | None = None
+    aborted: bool = False
+    error: str | None = None
+    text_parts: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "".join(self.text_parts)
+
+
+class StreamCall:
+    """One streaming call in progress. Iterate for deltas; `stats` fills in as it goes."""
+
+    def __init__(self, chunks: AsyncIterator[StreamChunk], first: StreamChunk | None,
+                 response: Any, stats: CallStats, t0: float, idle_timeout: float,
+                 endpoint: str) -> None:
+        self._endpoint = endpoint
+        self._chunks = chunks
+        self._response = response
+        self._pending_first = first
+        self.stats = stats
+        self._t0 = t0
+        self._idle = idle_timeout
+        self._server_completion: int | None = None
+
+    async def _next(self, timeout: float) -> StreamChunk | None:
+        try:
+            return await asyncio.wait_for(self._chunks.__anext__(), timeout)
+        except StopAsyncIteration:
+            return None
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        chunk = self._pending_first
+        self._pending_first = None
+        while chunk is not None:
+            delta = self._consume(chunk)
+            if delta is not None:
+                yield delta
+            try:
+                chunk = await self._next(self._idle)
+            except TimeoutError:
+                raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
+                                    "(idle timeout) after the stream started") from None
+            # The SDK (3.x) runs on httpx2, whose errors do not derive from httpx's: a
+            # connection dropped mid-stream raises httpx2.RemoteProtocolError unwrapped.
+            except (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError,
+                    OSError) as exc:  # dropped mid-stream
+                raise EndpointError(self._endpoint, f"stream broke after it started: "
+                                    f"{type(exc).__name__}: {exc}") from None
+
+    def _consume(self, chunk: StreamChunk) -> Delta | None:
+        st = self.stats
+        st.response_id = st.response_id or chunk.id
+        usage = chunk.usage
+        added_by_server: int | None = None
+        if usage is not None and usage.completion_tokens is not None:
+            previous = self._server_completion or 0
+            self._server_completion = usage.completion_tokens
+            added_by_server = usage.completion_tokens - previous
+            st.prompt_tokens = usage.prompt_tokens
+        text = ""
+        for choice in chunk.choices:
+            if choice.delta is not None and choice.delta.content:
+                text += choice.delta.content
+            if choice.finish_reason:
+                st.finish_reason = choice.finish_reason
+        if not text:
+            return None
+        if st.ttft_ms is None:
+            st.ttft_ms = (time.perf_counter() - self._t0) * 1000
+        st.text_parts.append(text)
+        tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
+        return Delta(text, tokens)
+
+    def _half_close(self) -> bool:
+        """Send our FIN while still reading: the server learns of the hang-up at once and stops
+        (uvicorn-based servers — vLLM, SGLang, the replay — treat EOF as a disconnect), and
+        every chunk it wrote before that still reaches us to be counted.
+
+        Plain http only: that is how self-hosted servers are reached. Over https a hosted API's
+        edge proxy may keep a half-open connection streaming (it can still write to us) where a
+        full close would make it cancel the generation, so there we close as before."""
+        try:
+            if self._response.http_response.url.scheme != "http":
+                return False
+            stream = self._response.http_response.extensions.get("network_stream")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            if sock is None:
+                return False
+            sock.shutdown(socket.SHUT_WR)
+            return True
+        except (AttributeError, OSError):
+            return False
+
+    async def drain(self, quiet: float = 0.002, cap: float = 0.05,
+                    cap_half_closed: float = 30.0) -> None:
+        """Count what the server sent before it learned we hang up: those chunks are delivered
+        and paid for (many, when this process lagged behind), so they belong in the ledger.
+        After a half-close the server stops and closes its side: read to that end, for at most
+        `cap_half_closed` seconds (only a server that ignores hang-ups takes that long, and it
+        generates on, paid for, either way). Otherwise read until the stream has been quiet
+        for `quiet` seconds (what is buffered parses at once), at most `cap` seconds in all."""
+        half_closed = self._half_close()
+        deadline = time.perf_counter() + (cap_half_closed if half_closed else cap)
+        while (left := deadline - time.perf_counter()) > 0:
+            try:
+                chunk = await self._next(left if half_closed else min(quiet, left))
+            except Exception:  # noqa: BLE001 - quiet, or broken: we are hanging up anyway
+                return
+            if chunk is None:
+                return
+            self._consume(chunk)
+
+    def finalize(self, prompt_messages: list[dict[str, str]]) -> CallStats:
+        """Settle the token counts: server usage where it was reported, else an estimate."""
+        st = self.stats
+        st.duration_ms = (time.perf_counter() - self._t0) * 1000
+        if self._server_completion is not None:
+            st.completion_tokens = self._server_completion
+            st.count_source = "server_usage"
+        else:
+            st.completion_tokens = count_tokens(st.text)
+            st.count_source = "tokenizer_estimate"
+        if st.prompt_tokens is None:
+            st.prompt_tokens = sum(count_tokens(m["content"]) for m in prompt_messages)
+        return st
+
+    async def close(self) -> None:
+        await self._response.close()
+
+
+async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[StreamChunk]:
+    """Chat-completion chunks from an SSE body; `[DONE]` ends it; an error event raises."""
+    async for line in response.iter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, comments (":"), event names
+        data = line[5:].strip()
+        if data == "[DONE]":
+            return
+        try:
+            chunk = StreamChunk.model_validate_json(data)
+        except ValidationError:
+            raise EndpointError(endpoint, f"malformed stream event: {data[:200]!r}") from None
+        if chunk.error is not None:
+            raise EndpointError(endpoint, f"error event in the stream: {chunk.error.message}")
+        yield chunk

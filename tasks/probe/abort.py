@@ -1,0 +1,205 @@
+"""Does hanging up on a stream stop the server? Measured, two ways.
+
+Counter method (a monitor from tasks/probe/monitors.py answers): read the server's own numbers
+before the request, while it streams, right after the probe closes the connection, and twice
+more after a settle time. The server honoured the abort when it went back to idle and its
+counter stopped. Exact on the replay endpoint (a per-request count); server-wide on vLLM and
+llama.cpp, so probe an otherwise idle server.
+
+Timing method (no status page): time a short request alone, then again right after hanging up
+on a long one. A server still generating the abandoned reply makes the second request wait
+(one slot) or share compute (several slots). Indirect evidence: a server with spare capacity
+hides a runaway request, so the verdict says which method produced it.
+
+Either way, if the abandoned request would have ended by itself during the observation, the
+result is `inconclusive` (and `abort_honoured` false): raise `max_tokens`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from contextlib import aclosing
+from dataclasses import dataclass
+from typing import Any
+
+from foldem.core.errors import EndpointError
+from tasks.probe.http import ProbeHttp, error_message
+from tasks.probe.models import AbortMeasurement, ServerSnapshot, Verdict
+from tasks.probe.monitors import ServerMonitor
+
+#: Tokens a server may still send after the hang-up before we call it "kept generating"
+#: (chunks already in flight; llama.cpp frees a slot within ~4 tokens, STACK.md).
+OWN_REQUEST_SLACK_TOKENS = 16
+MIN_SETTLE_SECONDS = 0.05
+#: Keep reading at least this long: tokens often arrive in bursts, and a rate taken from one
+#: burst is far too high.
+MIN_READ_SECONDS = 0.1
+
+
+@dataclass(slots=True)
+class LongStreamRead:
+    """What the probe saw of the long request before hanging up."""
+
+    request_id: str | None
+    tokens_read: int
+    ended_by_itself: bool
+    rate: float | None  # tokens per second while reading
+
+
+async def read_then_hang_up(http: ProbeHttp, body: dict[str, Any], read_tokens: int,
+                            monitor: ServerMonitor | None = None
+                            ) -> tuple[LongStreamRead, ServerSnapshot | None]:
+    """Open the long stream, read at least `read_tokens` tokens for at least MIN_READ_SECONDS,
+    take a monitor reading while still connected, then close. Returns what was read and the
+    in-flight reading."""
+    tokens, first_at, request_id, during = 0, None, None, None
+    ended, elapsed = True, 0.0
+    async with http.stream_chat(body) as stream:
+        if stream.response.status_code >= 400:
+            text = (await stream.response.aread()).decode("utf-8", errors="replace")
+            raise EndpointError(http.base_url, f"the long request was refused (HTTP "
+                                f"{stream.response.status_code}): {error_message(text)} -- a "
+                                "smaller --max-tokens may fit the model's context")
+        async with aclosing(stream.chunks()) as chunks:
+            async for chunk in chunks:
+                request_id = request_id or chunk.id
+                if not any(c.delta is not None and c.delta.content for c in chunk.choices):
+                    continue
+                if chunk.usage is not None and chunk.usage.completion_tokens is not None:
+                    tokens = chunk.usage.completion_tokens  # continuous usage: server's count
+                else:
+                    tokens += 1  # one token per chunk on the servers we know
+                now = time.perf_counter()
+                first_at = first_at or now
+                if tokens >= read_tokens and now - first_at >= MIN_READ_SECONDS:
+                    ended = False
+                    elapsed = now - first_at
+                    if monitor is not None:  # still connected: closing the reader hangs up
+                        during = await monitor.snapshot(request_id)
+                    break
+    # Leaving the block closed the connection: that is the abort under test.
+    rate = (tokens - 1) / elapsed if elapsed > 0 and tokens > 1 else None
+    return LongStreamRead(request_id, tokens, ended, rate), during
+
+
+def remaining_seconds(read: LongStreamRead, max_tokens: int) -> float:
+    """How long the abandoned request would still run at the measured rate (inf: unknown)."""
+    if read.rate is None or read.rate <= 0:
+        return float("inf")
+    return max(0, max_tokens - read.tokens_read) / read.rate
+
+
+def would_have_ended(read: LongStreamRead, max_tokens: int, within: float) -> bool:
+    """At the measured rate, would the abandoned request have finished within `within` s?"""
+    return remaining_seconds(read, max_tokens) < within
+
+
+def settle_for(read: LongStreamRead, max_tokens: int, settle: float) -> float:
+    """The wait before each reading: at most `settle`, and short enough that both readings
+    fall in the first half of the time the request would still run (a fast server finishes a
+    long request in a second), but never under 50 ms."""
+    return max(MIN_SETTLE_SECONDS, min(settle, remaining_seconds(read, max_tokens) / 4))
+
+
+def judge_counters(*, before: ServerSnapshot, during: ServerSnapshot | None,
+                   at_close: ServerSnapshot, after: ServerSnapshot, later: ServerSnapshot,
+                   own_request: bool, natural_end_possible: bool) -> tuple[Verdict, str]:
+    """The verdict from five readings of a server's own numbers (pure, for tests)."""
+    if own_request:
+        unseen = during is None or (during.busy == 0 and not during.finished)
+    else:
+        unseen = during is None or (during.busy is not None and before.busy is not None
+                                    and during.busy <= before.busy)
+    if unseen:
+        return "inconclusive", ("the server's numbers did not show the probe's request while it "
+                                "streamed (another client's traffic, or the page lags)")
+    growth_after = (later.generated - at_close.generated
+                    if later.generated is not None and at_close.generated is not None else None)
+    still_growing = (later.generated - after.generated
+                     if later.generated is not None and after.generated is not None else None)
+    if own_request:
+        kept = growth_after or 0
+        if later.finished and kept <= OWN_REQUEST_SLACK_TOKENS:
+            return "inconclusive", ("the reply was complete before the hang-up; use a longer "
+                                    "reply (max_tokens, prompt)")
+        if kept > OWN_REQUEST_SLACK_TOKENS or later.busy:
+            end = "ran to its end" if later.finished else "was still generating"
+            return "not_honoured", (f"the server generated {kept:g} tokens for the request after "
+                                    f"the hang-up and {end}")
+        return "honoured", f"the request stopped {kept:g} token(s) after the hang-up"
+    busy_after = later.busy is not None and before.busy is not None and later.busy > before.busy
+    if busy_after or (later.busy is None and (still_growing or 0) > 0):
+        return "not_honoured", (f"{later.busy} request(s) still generating"
+                                f"{after_close_text(growth_after)} after the hang-up "
+                                f"(before the probe: {before.busy})")
+    if natural_end_possible:
+        return "inconclusive", ("the server went idle, but at the measured rate the request "
+                                "would have ended by itself by then: raise --max-tokens")
+    return "honoured", (f"back to {later.busy} running request(s)"
+                        f"{after_close_text(growth_after)} after the hang-up")
+
+
+def after_close_text(growth: float | None) -> str:
+    return "" if growth is None else f" ({growth:g} token(s) counted)"
+
+
+def judge_timing(*, baseline: float, after_close: float, natural_end_possible: bool
+                 ) -> tuple[Verdict, str]:
+    """The verdict from a short request's duration alone and right after the hang-up."""
+    numbers = f"a short request took {after_close:.2f} s after the hang-up, {baseline:.2f} s alone"
+    if after_close > 2.0 * baseline + 0.25:
+        if natural_end_possible:
+            return "inconclusive", f"{numbers}, but the long request may have been ending anyway"
+        return "not_honoured", f"{numbers}: the server was still busy with the abandoned request"
+    if natural_end_possible:
+        return "inconclusive", (f"{numbers}, but the long request would have ended by itself "
+                                "by then: raise --max-tokens")
+    return "honoured", f"{numbers} (indirect: a server with spare capacity hides a runaway)"
+
+
+async def measure_with_monitor(http: ProbeHttp, monitor: ServerMonitor, body: dict[str, Any],
+                               *, read_tokens: int, settle: float) -> AbortMeasurement:
+    before = await monitor.snapshot(None) or ServerSnapshot()
+    read, during = await read_then_hang_up(http, body, read_tokens, monitor)
+    if read.ended_by_itself:
+        return AbortMeasurement(method=monitor.method, verdict="inconclusive",
+                                tokens_read_before_close=read.tokens_read,
+                                detail=f"the reply ended after {read.tokens_read} tokens, before "
+                                "the probe could hang up: raise --max-tokens or use --prompt")
+    at_close = await monitor.snapshot(read.request_id) or ServerSnapshot()
+    settle = settle_for(read, body["max_tokens"], settle)
+    await asyncio.sleep(settle)
+    after = await monitor.snapshot(read.request_id) or ServerSnapshot()
+    await asyncio.sleep(settle)
+    later = await monitor.snapshot(read.request_id) or ServerSnapshot()
+    verdict, detail = judge_counters(
+        before=before, during=during, at_close=at_close, after=after, later=later,
+        own_request=monitor.own_request,
+        natural_end_possible=would_have_ended(read, body["max_tokens"], 2 * settle))
+    growth = (later.generated - at_close.generated
+              if later.generated is not None and at_close.generated is not None else None)
+    return AbortMeasurement(
+        method=monitor.method, verdict=verdict, detail=detail,
+        tokens_read_before_close=read.tokens_read, server_tokens_after_close=growth,
+        busy_before=before.busy, busy_during=during.busy if during else None,
+        busy_after=later.busy, settle_seconds=2 * settle, tokens_per_second=read.rate)
+
+
+async def measure_with_timing(http: ProbeHttp, body: dict[str, Any], short_body: dict[str, Any],
+                              *, read_tokens: int) -> AbortMeasurement:
+    alone = [(await http.observe(short_body)).seconds for _ in range(2)]
+    baseline = min(alone)
+    read, _ = await read_then_hang_up(http, body, read_tokens)
+    if read.ended_by_itself:
+        return AbortMeasurement(method="timing", verdict="inconclusive", baseline_seconds=baseline,
+                                tokens_read_before_close=read.tokens_read,
+                                detail=f"the reply ended after {read.tokens_read} tokens, before "
+                                "the probe could hang up: raise --max-tokens or use --prompt")
+    after_close = (await http.observe(short_body)).seconds
+    natural = would_have_ended(read, body["max_tokens"], after_close + baseline)
+    verdict, detail = judge_timing(baseline=baseline, after_close=after_close,
+                                   natural_end_possible=natural)
+    return AbortMeasurement(method="timing", verdict=verdict, detail=detail,
+                            tokens_read_before_close=read.tokens_read, baseline_seconds=baseline,
+                            after_close_seconds=after_close, tokens_per_second=read.rate)

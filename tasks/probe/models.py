@@ -1,0 +1,126 @@
+"""Wire models of `foldem probe`: what one endpoint can do, and how its abort was measured.
+
+`ProbeResult` is what the probe prints, writes with `--json` and stores in `endpoint_probes`.
+The stream chunk models here read more than tasks/endpoints/protocol.py does (logprobs), leniently: the
+probe must describe odd servers, not reject them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: How a disconnect was checked: a server-side counter of our request (replay), server metrics,
+#: llama.cpp's slot list, or the latency of a second request (indirect).
+AbortMethod = Literal["replay_stats", "vllm_metrics", "llamacpp_slots", "llamacpp_metrics",
+                      "timing"]
+Verdict = Literal["honoured", "not_honoured", "inconclusive"]
+ServerKind = Literal["replay", "vllm", "llama.cpp", "unknown"]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ProbeDelta(_Lenient):
+    content: str | None = None
+
+
+class ProbeLogprobs(_Lenient):
+    content: list[Any] | None = None
+
+
+class ProbeChoice(_Lenient):
+    delta: ProbeDelta | None = None
+    logprobs: ProbeLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ProbeUsage(_Lenient):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ProbeChunk(_Lenient):
+    id: str | None = None
+    choices: list[ProbeChoice] = []
+    usage: ProbeUsage | None = None
+
+
+class StreamObservation(BaseModel):
+    """What one streamed request showed."""
+
+    status: int
+    error: str | None = None
+    event_stream: bool = False
+    content_chunks: int = 0
+    content_chunks_with_usage: int = 0
+    final_usage: bool = False  # the last chunk before [DONE] carried usage
+    logprobs_seen: bool = False
+    done_marker: bool = False
+    response_id: str | None = None
+    seconds: float = 0.0
+
+
+class ServerSnapshot(BaseModel):
+    """One reading of the server's own view: requests it is generating for, and a cumulative
+    count of generated tokens (server-wide, or of our request on the replay endpoint)."""
+
+    busy: int | None = None
+    generated: float | None = None
+    finished: bool | None = None  # replay: our request ran to its natural end
+
+
+class AbortMeasurement(BaseModel):
+    method: AbortMethod
+    verdict: Verdict
+    detail: str = Field(description="What was seen, in one or two sentences.")
+    tokens_read_before_close: int = 0
+    server_tokens_after_close: float | None = Field(
+        None, description="Tokens the server generated after the hang-up (counter methods).")
+    busy_before: int | None = None
+    busy_during: int | None = None
+    busy_after: int | None = None
+    settle_seconds: float = 0.0
+    tokens_per_second: float | None = Field(None, description="Rate of the long request while "
+                                            "the probe read it.")
+    baseline_seconds: float | None = Field(None, description="timing: a short request alone.")
+    after_close_seconds: float | None = Field(None, description="timing: the same request "
+                                              "right after the hang-up.")
+
+
+class ProbeResult(BaseModel):
+    """The capability table of one endpoint."""
+
+    base_url: str
+    model: str
+    probed_at: datetime
+    server: ServerKind = "unknown"
+    streaming: bool
+    usage: bool = Field(description="Usage in the last chunk when include_usage is set.")
+    continuous_usage: bool = Field(description="Usage on every chunk (vLLM/SGLang "
+                                   "continuous_usage_stats).")
+    logprobs: bool
+    abort_honoured: bool = Field(description="A disconnect was measured to stop generation; "
+                                 "false also when the measurement was inconclusive.")
+    abort_method: AbortMethod
+    abort: AbortMeasurement
+    tokens_per_second: float | None = Field(None, description="Stream rate seen by the probe.")
+    notes: list[str] = Field(default_factory=list)
+
+    def table_rows(self) -> list[tuple[str, str, str]]:
+        """(capability, yes/no, remark) rows for the printed table."""
+
+        def yn(flag: bool) -> str:
+            return "yes" if flag else "no"
+
+        abort_remark = f"{self.abort.verdict} via {self.abort_method}: {self.abort.detail}"
+        return [
+            ("streaming", yn(self.streaming), "content arrives in several chunks"),
+            ("usage", yn(self.usage), "usage in the last chunk (include_usage)"),
+            ("continuous_usage", yn(self.continuous_usage), "usage on every chunk"),
+            ("logprobs", yn(self.logprobs), "logprobs=true returns token logprobs"),
+            ("abort_honoured", yn(self.abort_honoured), abort_remark),
+        ]

@@ -1,0 +1,157 @@
+"""Wire data between the engine, storage and reports, as pydantic models."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Literal
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ConfigDict, Field
+
+SampleStatus = Literal["accepted", "rejected", "failed"]
+FINAL_STATUSES: tuple[SampleStatus, ...] = ("accepted", "rejected", "failed")
+CountSource = Literal["server_usage", "tokenizer_estimate"]
+AbortReason = Literal["rejected", "early_exit"]
+CallKind = Literal["generate", "step_judge"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Prompt(_Model):
+    """One prompt of a job: a problem (or, for an S1 stage, a seed)."""
+
+    prompt_id: str
+    text: str
+    reference_answer: str | None = None
+
+
+class WorkItem(_Model):
+    """One sample to produce: a prompt and which of its samples."""
+
+    prompt: Prompt
+    sample_index: int
+
+
+class LedgerEntry(_Model):
+    """One endpoint call, as it cost."""
+
+    call_id: UUID = Field(default_factory=uuid4)
+    run_id: str
+    prompt_id: str
+    sample_index: int
+    stage: str
+    call_kind: CallKind = "generate"
+    endpoint: str
+    model: str
+    prompt_tokens: int | None = None
+    completion_tokens: int = 0
+    count_source: CountSource = "tokenizer_estimate"
+    aborted: bool = False
+    abort_reason: AbortReason | None = None
+    expected_tokens: int | None = None
+    tokens_saved: int = 0
+    ttft_ms: float | None = None
+    duration_ms: float = 0.0
+    finish_reason: str | None = None
+    attempts: int = 1
+    response_id: str | None = None  # the endpoint's id for the call (chunk `id`)
+    error: str | None = None
+    started_at: datetime
+
+
+class RejectionRecord(_Model):
+    """Why and where a sample was rejected."""
+
+    stage: str
+    checkpoint: int
+    validator: str
+    reason_code: str
+    detail: str = ""
+    step_index: int | None = None
+    tokens_at_fire: int = 0
+    fraction_at_fire: float | None = None
+
+
+class StageText(_Model):
+    stage: str
+    text: str
+    aborted: bool = False
+    final_answer: str | None = None
+
+
+class SampleResult(_Model):
+    """A sample in a final state, with everything that is written for it in one transaction."""
+
+    run_id: str
+    prompt_id: str
+    sample_index: int
+    status: SampleStatus
+    problem: str
+    reference_answer: str | None = None
+    stages: list[StageText] = Field(default_factory=list)
+    final_answer: str | None = None
+    early_exit: bool = False
+    rejection: RejectionRecord | None = None
+    error: str | None = None
+    ledger: list[LedgerEntry] = Field(default_factory=list)
+
+
+class EndpointFigures(_Model):
+    """One endpoint's share of a run (from the ledger; breaker trips from the flow's process)."""
+
+    endpoint: str
+    calls: int = 0
+    failed_calls: int = 0  # calls that ended in an error (including those moved elsewhere)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    mean_ttft_ms: float | None = None  # over the calls that got a first token
+    breaker_trips: int | None = None  # None: not known (a summary read back from the database)
+
+
+class StageFigures(_Model):
+    """One stage's funnel: samples that reached it, and how they left it."""
+
+    stage: str
+    reached: int = 0  # samples with a call at this stage
+    rejected: int = 0
+    failed: int = 0  # samples whose call at this stage ended in an error
+    passed: int = 0  # reached - rejected - failed: on to the next stage, or accepted
+
+
+class RunSummary(_Model):
+    """What `foldem run --summary-json` writes (issue 2's keys first)."""
+
+    run_id: str
+    samples: int
+    accepted: int
+    rejected: int
+    failed: int
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_saved: int
+    server_tokens_sent: int | None = None
+    status: str = "completed"
+    rejections_by_validator: dict[str, int] = Field(default_factory=dict)
+    rejections_by_stage: dict[str, int] = Field(default_factory=dict)
+    calls: int = 0
+    aborted_calls: int = 0
+    quality_gate: str | None = None  # "passed", the failure message, or None when not run
+    near_duplicates_removed: int | None = None  # None when dedup did not run
+    exported_to: str | None = None  # the export directory, when the run was exported
+    endpoints: list[EndpointFigures] = Field(default_factory=list)  # per endpoint, by name
+    stages: list[StageFigures] = Field(default_factory=list)  # in the order samples meet them
+
+    def add_breaker_trips(self, trips: Mapping[str, int]) -> None:
+        """Put one process's circuit-breaker trips into the per-endpoint figures (an endpoint
+        that tripped without a call, e.g. at its preflight, gets a row of its own)."""
+        figures = {f.endpoint: f for f in self.endpoints}
+        for name, count in trips.items():
+            if name not in figures:
+                if not count:
+                    continue
+                figures[name] = EndpointFigures(endpoint=name)
+            figures[name].breaker_trips = count
+        self.endpoints = sorted(figures.values(), key=lambda f: f.endpoint)

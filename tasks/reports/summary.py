@@ -1,0 +1,93 @@
+"""Human-readable run summaries: markdown for the Prefect artifact, text for the terminal."""
+
+from __future__ import annotations
+
+from tasks.records.models import RunSummary
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.1%}" if whole else "-"
+
+
+def _or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def summary_markdown(s: RunSummary, *, job_name: str) -> str:
+    lines = [
+        f"# {job_name}: {s.status}", "", f"foldem run `{s.run_id}`", "",
+        "| samples | accepted | rejected | failed |", "|---:|---:|---:|---:|",
+        f"| {s.samples} | {s.accepted} ({_share(s.accepted, s.samples)}) "
+        f"| {s.rejected} ({_share(s.rejected, s.samples)}) | {s.failed} |", "",
+        "| prompt tokens | completion tokens | tokens saved (est.) | calls | aborted calls |",
+        "|---:|---:|---:|---:|---:|",
+        f"| {s.prompt_tokens:,} | {s.completion_tokens:,} | {s.tokens_saved:,} | {s.calls} "
+        f"| {s.aborted_calls} |", "",
+    ]
+    if s.endpoints:
+        lines += ["## Endpoints", "",
+                  "| endpoint | calls | failed | prompt tokens | completion tokens "
+                  "| mean TTFT ms | breaker trips |", "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {e.endpoint} | {e.calls} | {e.failed_calls} | {e.prompt_tokens:,} "
+                  f"| {e.completion_tokens:,} | {_or_dash(e.mean_ttft_ms)} "
+                  f"| {_or_dash(e.breaker_trips)} |" for e in s.endpoints]
+        lines.append("")
+    if s.stages:
+        lines += ["## By stage", "", "| stage | reached | passed | rejected | failed |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {st.stage} | {st.reached} | {st.passed} | {st.rejected} | {st.failed} |"
+                  for st in s.stages]
+        lines.append("")
+    if s.rejections_by_validator:
+        lines += ["## Rejections by validator", "", "| validator | rejected |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in sorted(s.rejections_by_validator.items(),
+                                                     key=lambda kv: -kv[1])]
+        lines.append("")
+    notes = []  # a list: markdown would run single lines together into one paragraph
+    if s.server_tokens_sent is not None:
+        notes.append(f"Replay endpoint sent {s.server_tokens_sent:,} completion tokens "
+                     "this session.")
+    if s.near_duplicates_removed is not None:
+        notes.append(f"Near-duplicates removed: {s.near_duplicates_removed}.")
+    if s.quality_gate is not None:
+        notes.append(f"Quality gate: {s.quality_gate.rstrip('.')}.")
+    if s.exported_to is not None:
+        notes.append(f"Accepted samples exported to `{s.exported_to}` (JSONL/Parquet, chat and "
+                     "plain forms, manifest.json).")
+    lines += [f"- {n}" for n in notes]
+    return "\n".join(lines)
+
+
+def summary_text(s: RunSummary) -> str:
+    width = max((len(k) for k in [*s.rejections_by_validator,
+                                  *(e.endpoint for e in s.endpoints)]), default=10)
+    out = [
+        f"run {s.run_id}: {s.status}",
+        f"  samples    {s.samples:>8,}",
+        f"  accepted   {s.accepted:>8,}  {_share(s.accepted, s.samples):>7}",
+        f"  rejected   {s.rejected:>8,}  {_share(s.rejected, s.samples):>7}",
+        f"  failed     {s.failed:>8,}  {_share(s.failed, s.samples):>7}",
+        f"  tokens     prompt {s.prompt_tokens:,}, completion {s.completion_tokens:,}, "
+        f"saved ~{s.tokens_saved:,} (estimate from expected lengths)",
+        f"  calls      {s.calls:,} ({s.aborted_calls:,} generations closed early)",
+    ]
+    if s.server_tokens_sent is not None:
+        out.append(f"  replay endpoint sent {s.server_tokens_sent:,} completion tokens "
+                   "this session")
+    if s.near_duplicates_removed is not None:
+        out.append(f"  near-duplicates removed: {s.near_duplicates_removed}")
+    if s.quality_gate is not None:
+        out.append(f"  quality gate: {s.quality_gate}")
+    if s.exported_to is not None:
+        out.append(f"  exported to {s.exported_to}/ (chat and plain forms, manifest.json)")
+    if len(s.endpoints) > 1 or any(e.breaker_trips for e in s.endpoints):
+        out.append("  endpoints:")
+        out += [f"    {e.endpoint:<{width}} {e.calls:>6,} calls, {e.failed_calls:,} failed, "
+                f"{e.completion_tokens:,} completion tokens, mean TTFT "
+                f"{_or_dash(e.mean_ttft_ms)} ms, breaker trips {_or_dash(e.breaker_trips)}"
+                for e in s.endpoints]
+    if s.rejections_by_validator:
+        out.append("  rejections by validator:")
+        out += [f"    {k:<{width}} {v:>6,}" for k, v in sorted(
+            s.rejections_by_validator.items(), key=lambda kv: -kv[1])]
+    return "\n".join(out)

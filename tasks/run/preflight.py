@@ -1,0 +1,58 @@
+"""The preflight: every endpoint a run needs is checked before the run starts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from foldem.core.errors import EndpointError
+from foldem.spec.endpoints import REPLAY
+from foldem.spec.job import JobSpec
+from tasks.endpoints.client import EndpointClient, resolve_api_key
+from tasks.engine.runner import Engine
+
+
+async def preflight_clients(job: JobSpec,
+                            clients: Mapping[str, EndpointClient]) -> dict[str, EndpointError]:
+    """Preflight every client; return the endpoints that failed. Raises the failure of the
+    first stage none of whose endpoints answer, or whose step judge does not: a dead server or a
+    refused key fails here, with a clear message, unless the stage lists another endpoint that
+    works."""
+    dead: dict[str, EndpointError] = {}
+    for name, client in clients.items():
+        try:
+            await client.preflight()
+        except EndpointError as exc:
+            dead[name] = exc
+    for stage in job.stages:
+        names = [ep.name for ep in job.endpoints_for(stage)]
+        if all(n in dead for n in names):
+            raise dead[names[0]]
+        judges = stage.step_judge.endpoint_names if stage.step_judge else ()
+        if judges and all(n in dead for n in judges):
+            raise dead[judges[0]]  # every sample of the stage needs its judge
+    return dead
+
+
+async def preflight_run(engine: Engine) -> list[str]:
+    """The flow's preflight: fails as `preflight_clients` does; an endpoint that failed but has
+    live siblings in every stage that lists it starts the run out of the rotation (its breaker
+    open: a trial call after the cooldown). Returns a warning per such endpoint."""
+    dead = await preflight_clients(engine.job, engine.clients)
+    if engine.router is not None:
+        for name, exc in dead.items():
+            engine.router.members[name].breaker.force_open(exc.reason)
+    return [f"{exc.message}; the run starts without it (a trial call after "
+            f"{engine.clients[name].endpoint.breaker.cooldown_seconds:g} s)"
+            for name, exc in dead.items()]
+
+
+async def check_endpoints(job: JobSpec) -> None:
+    """Preflight every configured endpoint that is not the bundled replay, before a run starts
+    (`foldem run`); see `preflight_clients` for which failures stop it."""
+    clients = {ep.name: EndpointClient(ep, base_url=ep.base_url, api_key=resolve_api_key(ep))
+               for ep in job.endpoints if ep.base_url != REPLAY}
+    try:  # the replay endpoints are not in `clients`: they count as live
+        await preflight_clients(job, clients)
+    finally:
+        for client in clients.values():
+            await client.aclose()

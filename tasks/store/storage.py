@@ -1,0 +1,279 @@
+"""Persistence of runs, samples, rejections and the token ledger.
+
+Every function takes the caller's session first and never commits: the caller's transaction
+(`tasks.store.db.session_scope`) decides, so a batch of samples, their rejections and their ledger rows
+land together or not at all. Writes are idempotent — re-saving results (a retried shard, a
+resumed run) never duplicates a row, and a sample already in a final state is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Table,
+    Text,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, Insert, insert
+from sqlalchemy.orm import Session
+
+from foldem.core.errors import DatabaseError, RunConflictError
+from tasks.records.models import (
+    FINAL_STATUSES,
+    EndpointFigures,
+    RunSummary,
+    SampleResult,
+    StageFigures,
+)
+from tasks.store.schema import RUN_STATUSES, ledger, rejections, runs, samples
+
+SampleKey = tuple[str, int]  # (prompt_id, sample_index)
+
+
+def start_run(session: Session, *, run_id: str, job_name: str, spec: dict[str, Any],
+              spec_hash: str, code_version: str, samples_expected: int,
+              prefect_flow_run_id: str | None = None, join: bool = False) -> bool:
+    """Create the run, or resume it if it exists with the same spec; True when resuming.
+
+    Several flow runs may resume one run at once: they are peers that share its shards
+    (tasks/run/claims.py). With `join`, the run must exist already and is left as it is (a helper
+    flow run never creates, restarts or re-labels a run).
+
+    Raises RunConflictError if the run exists with a different spec_hash, or (`join`) does not
+    exist.
+    """
+    created = None if join else session.execute(
+        insert(runs).values(run_id=run_id, job_name=job_name, spec=spec, spec_hash=spec_hash,
+                            code_version=code_version, prefect_flow_run_id=prefect_flow_run_id,
+                            status="running", samples_expected=samples_expected)
+        .on_conflict_do_nothing(index_elements=[runs.c.run_id])
+        .returning(runs.c.run_id)).first()
+    if created is not None:
+        return False
+    # FOR UPDATE: two processes resuming the same run at once see each other's status change.
+    existing = session.execute(select(runs.c.spec_hash, runs.c.job_name)
+                               .where(runs.c.run_id == run_id).with_for_update()).first()
+    if existing is None:
+        raise RunConflictError(run_id, "there is no such run to join; start it first")
+    if existing.spec_hash != spec_hash:
+        raise RunConflictError(
+            run_id, f"it exists with a different job spec (job {existing.job_name!r}, spec hash "
+            f"{existing.spec_hash}; this spec hashes to {spec_hash}). Resume it with the spec it "
+            "was started with, or start a new run with another --run-id")
+    if join:
+        return True
+    changes: dict[str, Any] = {"status": "running", "ended_at": None,
+                               "samples_expected": samples_expected}
+    if prefect_flow_run_id is not None:
+        changes["prefect_flow_run_id"] = prefect_flow_run_id
+    session.execute(update(runs).where(runs.c.run_id == run_id).values(**changes))
+    return True
+
+
+def done_keys(session: Session, *, run_id: str,
+              prompt_ids: Sequence[str] | None = None) -> set[SampleKey]:
+    """(prompt_id, sample_index) of the run's samples in a final state: skip these on resume.
+    `prompt_ids` narrows the read to those prompts (one shard's, say)."""
+    query = select(samples.c.prompt_id, samples.c.sample_index).where(
+        samples.c.run_id == run_id, samples.c.status.in_(FINAL_STATUSES))
+    if prompt_ids is not None:
+        query = query.where(samples.c.prompt_id.in_(sorted(set(prompt_ids))))
+    return {(r.prompt_id, r.sample_index) for r in session.execute(query)}
+
+
+def _clean_text(text: str) -> str:
+    if "\x00" in text:  # Postgres text and jsonb cannot store NUL
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. from a "\ud800" escape in a JSON chunk
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    """Make a row storable whatever the model wrote (its output is untrusted): text without NUL
+    or lone surrogates, non-finite floats (not JSON) as NULL. One bad string must not sink a
+    whole batch."""
+    if isinstance(value, str):
+        return _clean_text(value)
+    if isinstance(value, dict):
+        return {k: _scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _rows_json(rows: list[dict[str, Any]]) -> str:
+    """The rows as one JSON array. The fast path serialises once and checks the whole text;
+    only a batch holding a NUL, a lone surrogate or a NaN pays for the walk in _scrub."""
+    try:
+        text = json.dumps(rows, ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+        if "\\u0000" not in text:
+            return text
+    except ValueError:
+        pass
+    return json.dumps(_scrub(rows), ensure_ascii=False)
+
+
+def _bulk_insert(table: Table, *conflict_key: str) -> Insert:
+    """INSERT ... SELECT FROM jsonb_populate_recordset(NULL::table, :rows) ON CONFLICT DO NOTHING.
+
+    One statement with one parameter (a JSON array of rows) per batch: Postgres unpacks and
+    types the rows itself, and the statement text never changes, so psycopg prepares it once.
+    For 50-sample batches this measured 1.4-2x faster than executemany, and ~3x faster than
+    a multi-row VALUES (whose long, ever-new text psycopg re-parses on every batch).
+    Columns left out (ids, created_at) take their server defaults.
+    """
+    columns = [c.name for c in table.columns
+               if c.server_default is None and c.autoincrement is not True]
+    source = func.jsonb_populate_recordset(literal_column(f"NULL::{table.name}"),
+                                           cast(bindparam("rows", type_=Text), JSONB)
+                                           ).table_valued(*columns, name="src")
+    return (insert(table).from_select(columns, select(*[source.c[c] for c in columns]))
+            .on_conflict_do_nothing(index_elements=list(conflict_key)))
+
+
+_INSERT_SAMPLES = _bulk_insert(samples, "run_id", "prompt_id", "sample_index").returning(
+    samples.c.run_id, samples.c.prompt_id, samples.c.sample_index)
+_INSERT_REJECTIONS = _bulk_insert(rejections, "run_id", "prompt_id", "sample_index")
+_INSERT_LEDGER = _bulk_insert(ledger, "call_id")
+
+
+def _sample_row(r: SampleResult) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
+        "status": r.status, "problem": r.problem, "reference_answer": r.reference_answer,
+        "stage_texts": [s.model_dump(mode="json") for s in r.stages],
+        "final_answer": r.final_answer, "early_exit": r.early_exit, "error": r.error,
+    }
+
+
+def save_results(session: Session, *, results: Sequence[SampleResult]) -> int:
+    """Write samples, their rejections and ledger rows in the caller's transaction.
+
+    Three bulk statements per batch. Returns how many samples were new; a sample whose key is
+    already stored keeps its stored row (every stored status is final), and its rejection is
+    not written again. Ledger rows are keyed by call_id and are written even for a sample that
+    was stored already: the calls happened and cost tokens either way.
+    """
+    if not results:
+        return 0
+    # Every status the CHECK constraint allows is final, so "do not overwrite a final sample"
+    # is ON CONFLICT DO NOTHING; RETURNING tells which samples this call actually wrote.
+    inserted = {
+        (row.run_id, row.prompt_id, row.sample_index)
+        for row in session.execute(_INSERT_SAMPLES,
+                                   {"rows": _rows_json([_sample_row(r) for r in results])})
+    }
+    rejection_rows = [
+        {"run_id": r.run_id, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
+         **r.rejection.model_dump(mode="json")}
+        for r in results
+        if r.rejection is not None and (r.run_id, r.prompt_id, r.sample_index) in inserted
+    ]
+    if rejection_rows:
+        session.execute(_INSERT_REJECTIONS, {"rows": _rows_json(rejection_rows)})
+    ledger_rows = [entry.model_dump(mode="json") for r in results for entry in r.ledger]
+    if ledger_rows:
+        session.execute(_INSERT_LEDGER, {"rows": _rows_json(ledger_rows)})
+    return len(inserted)
+
+
+def finish_run(session: Session, *, run_id: str, status: str) -> None:
+    """Record the run's final status and end time."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"run status must be one of {RUN_STATUSES}, got {status!r}")
+    done = session.execute(update(runs).where(runs.c.run_id == run_id)
+                           .values(status=status, ended_at=func.now()))
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        raise DatabaseError(f"run {run_id!r} is not in the database; it was never started")
+
+
+def _stage_funnel(session: Session, run_id: str, rejected_at: dict[str, int]
+                  ) -> list[StageFigures]:
+    """Per stage, in the order samples met them: samples that reached it (a ledger row there),
+    were rejected there, failed there (a failed sample's call that ended in an error)."""
+    key = tuple_(ledger.c.prompt_id, ledger.c.sample_index)
+    failed_at = {row.stage: row.n for row in session.execute(
+        select(ledger.c.stage, func.count(func.distinct(key)).label("n"))
+        .join(samples, (samples.c.run_id == ledger.c.run_id)
+              & (samples.c.prompt_id == ledger.c.prompt_id)
+              & (samples.c.sample_index == ledger.c.sample_index))
+        .where(ledger.c.run_id == run_id, samples.c.status == "failed",
+               ledger.c.error.is_not(None))
+        .group_by(ledger.c.stage))}
+    stages = []
+    for row in session.execute(
+            select(ledger.c.stage, func.count(func.distinct(key)).label("reached"))
+            .where(ledger.c.run_id == run_id).group_by(ledger.c.stage)
+            .order_by(func.min(ledger.c.started_at))):
+        rejected, failed = rejected_at.get(row.stage, 0), failed_at.get(row.stage, 0)
+        stages.append(StageFigures(stage=row.stage, reached=row.reached, rejected=rejected,
+                                   failed=failed, passed=row.reached - rejected - failed))
+    return stages
+
+
+def summarize_run(session: Session, *, run_id: str) -> RunSummary:
+    """Counts by status, token sums from the ledger, rejections by validator and by stage,
+    per-endpoint calls, failures, tokens and mean time to first token."""
+    status = session.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
+    if status is None:
+        raise DatabaseError(f"run {run_id!r} is not in the database")
+    by_status: dict[str, int] = {
+        row.status: row.n for row in session.execute(
+            select(samples.c.status, func.count().label("n"))
+            .where(samples.c.run_id == run_id).group_by(samples.c.status))
+    }
+    tokens = session.execute(select(
+        func.coalesce(func.sum(ledger.c.prompt_tokens), 0).label("prompt_tokens"),
+        func.coalesce(func.sum(ledger.c.completion_tokens), 0).label("completion_tokens"),
+        func.coalesce(func.sum(ledger.c.tokens_saved), 0).label("tokens_saved"),
+        func.count().label("calls"),
+        # generations closed early (a step judge's verdict read only to its score line is
+        # an aborted call too, but not a saving)
+        func.count().filter(ledger.c.aborted & (ledger.c.call_kind == "generate"))
+        .label("aborted_calls"),
+    ).where(ledger.c.run_id == run_id)).one()
+
+    per_endpoint = [EndpointFigures(
+        endpoint=row.endpoint, calls=row.calls, failed_calls=row.failed_calls,
+        prompt_tokens=int(row.prompt_tokens), completion_tokens=int(row.completion_tokens),
+        mean_ttft_ms=None if row.mean_ttft_ms is None else round(float(row.mean_ttft_ms), 1))
+        for row in session.execute(select(
+            ledger.c.endpoint, func.count().label("calls"),
+            func.count().filter(ledger.c.error.is_not(None)).label("failed_calls"),
+            func.coalesce(func.sum(ledger.c.prompt_tokens), 0).label("prompt_tokens"),
+            func.coalesce(func.sum(ledger.c.completion_tokens), 0).label("completion_tokens"),
+            func.avg(ledger.c.ttft_ms).label("mean_ttft_ms"),
+        ).where(ledger.c.run_id == run_id).group_by(ledger.c.endpoint)
+            .order_by(ledger.c.endpoint))]
+
+    def rejections_by(column: Any) -> dict[str, int]:
+        rows = session.execute(select(column, func.count()).where(rejections.c.run_id == run_id)
+                               .group_by(column).order_by(func.count().desc(), column))
+        return {key: n for key, n in rows.tuples()}
+
+    return RunSummary(
+        stages=_stage_funnel(session, run_id, rejections_by(rejections.c.stage)),
+        run_id=run_id, status=status, samples=sum(by_status.values()),
+        accepted=by_status.get("accepted", 0), rejected=by_status.get("rejected", 0),
+        failed=by_status.get("failed", 0), prompt_tokens=int(tokens.prompt_tokens),
+        completion_tokens=int(tokens.completion_tokens), tokens_saved=int(tokens.tokens_saved),
+        calls=tokens.calls, aborted_calls=tokens.aborted_calls,
+        rejections_by_validator=rejections_by(rejections.c.validator),
+        rejections_by_stage=rejections_by(rejections.c.stage), endpoints=per_endpoint,
+    )

@@ -1,3 +1,0 @@
-"""A user's validator package, as a third party would write one (used by
-tests/test_custom_validators.py). Loaded by dotted path, e.g.
-`tests.custom_validator_pkg.shouting.NoShouting`, or through a `foldem.validators` entry point."""

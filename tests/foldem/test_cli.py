@@ -1,0 +1,96 @@
+"""The `foldem` command as a user runs it: clear messages and exit codes, and the demo path
+(replay endpoint started by the job, embedded Postgres, ephemeral Prefect) end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.flows.test_generate_flow import job_dict
+from tests.support.fake_endpoint import closed_port
+from tests.support.tracedata import require_shared
+
+FOLDEM = [sys.executable, "-m", "foldem.cli.main"]
+
+
+def run_cli(args: list[str], cwd: Path, state: Path | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    # Each command gets its own Prefect home: ephemeral Prefect keeps a SQLite database there,
+    # which two processes starting at once can lock each other out of.
+    full_env = {**os.environ, "FOLDEM_STATE_DIR": str(state or cwd / "state"),
+                "PREFECT_HOME": str(cwd / "prefect-home")}
+    full_env.pop("DATABASE_URL", None)
+    return subprocess.run(FOLDEM + args, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def write(tmp_path: Path, data: Any, name: str = "job.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return p
+
+
+@pytest.mark.parametrize(("content", "code", "fragment"), [
+    ("name: [oops\n", 2, "malformed YAML"),
+    ({"name": "x"}, 2, "prompts: Field required"),
+    ("{}", 2, "endpoints: Field required"),
+])
+def test_bad_spec_exits_2_without_traceback(tmp_path: Path, content: Any, code: int,
+                                            fragment: str) -> None:
+    res = run_cli(["run", str(write(tmp_path, content))], tmp_path, timeout=60)
+    assert res.returncode == code
+    assert fragment in res.stderr and "Traceback" not in res.stderr + res.stdout
+
+
+def test_missing_spec_file(tmp_path: Path) -> None:
+    res = run_cli(["run", "nope.yaml"], tmp_path, timeout=60)
+    assert res.returncode == 3 and "job spec not found" in res.stderr
+
+
+def test_unknown_validator_names_field(tmp_path: Path) -> None:
+    require_shared()
+    data = job_dict("replay", validators=[{"name": "no_such"}])
+    res = run_cli(["run", str(write(tmp_path, data))], tmp_path, timeout=60)
+    assert res.returncode == 2
+    assert "stages[0].validators[0]" in res.stderr and "unknown validator" in res.stderr
+
+
+@pytest.mark.integration
+def test_dead_endpoint_exits_4(tmp_path: Path) -> None:
+    require_shared()
+    data = job_dict(f"http://127.0.0.1:{closed_port()}/v1", limit=1, samples=1)
+    res = run_cli(["run", str(write(tmp_path, data))], tmp_path)
+    assert res.returncode == 4, res.stderr[-2000:]
+    assert "cannot connect" in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.mark.integration
+def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
+    """`foldem run` with `base_url: replay` starts the replay endpoint itself; the embedded
+    Postgres lives in a state dir outside pytest's tmp tree (see conftest)."""
+    require_shared()
+    data = job_dict("replay", limit=4, samples=2, name="cli-demo")
+    data["export"] = {"dir": "out/{job}"}
+    job = write(tmp_path, data)
+    res = run_cli(["run", str(job), "--summary-json", "out/summary.json"], tmp_path,
+                  fresh_state_dir)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary) >= {"run_id", "samples", "accepted", "rejected", "failed",
+                            "prompt_tokens", "completion_tokens", "tokens_saved",
+                            "server_tokens_sent"}
+    assert summary["samples"] == 8
+    assert summary["accepted"] + summary["rejected"] + summary["failed"] == 8
+    assert summary["server_tokens_sent"] == summary["completion_tokens"] > 0
+    assert "Query the results with SQL" in res.stdout
+    exported = (tmp_path / "out" / "cli-demo" / "chat.jsonl").read_text().splitlines()
+    assert len(exported) == summary["accepted"]
+    db = run_cli(["db", "url"], tmp_path, fresh_state_dir, timeout=60)
+    assert db.returncode == 0 and "postgresql" in db.stdout

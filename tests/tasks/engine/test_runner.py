@@ -1,0 +1,146 @@
+"""The stage runner over real HTTP (scripted endpoint): early exit closes the stream, stages
+chain, a rejection stops the sample, an endpoint failure is recorded as data, never raised."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from foldem.spec.job import JobSpec, parse_job
+from tasks.endpoints.client import EndpointClient
+from tasks.engine.runner import Engine, build_stage_validators, render_messages
+from tasks.records.models import Prompt, WorkItem
+from tests.support.fake_endpoint import FakeEndpoint, closed_port, running_fake
+
+SOLUTION = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]
+RAMBLING = [" Let", " me", " double", "-check", " that", " again", "."] * 20
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeEndpoint]:
+    with running_fake() as f:
+        yield f
+
+
+def make_job(base_url: str, stages: list[dict[str, Any]], **extra: Any) -> JobSpec:
+    return parse_job({
+        "name": "runner-test",
+        "prompts": {"path": "unused.jsonl"},
+        "endpoints": [{"name": "fake", "base_url": base_url, "model": "m", "max_retries": 1,
+                       "timeouts": {"connect": 2, "first_token": 3, "idle": 3, "total": 20}}],
+        "stages": stages, **extra})
+
+
+def engine_for(job: JobSpec, base_url: str) -> Engine:
+    clients = {ep.name: EndpointClient(ep, base_url=base_url, api_key=SecretStr("x"))
+               for ep in job.endpoints}
+    return Engine(job=job, run_id="r1", clients=clients, validators=build_stage_validators(job))
+
+
+def item(text: str = "What is two plus two?", reference: str | None = "4") -> WorkItem:
+    return WorkItem(prompt=Prompt(prompt_id="p0", text=text, reference_answer=reference),
+                    sample_index=0)
+
+
+SOLVE = {"name": "solve", "template": "{problem}", "expected_tokens": 100,
+         "validators": [{"name": "arithmetic"}, {"name": "final_answer"}]}
+
+
+def test_render_fills_only_named_fields() -> None:
+    job = make_job("http://x", [{**SOLVE, "system": "Be brief.",
+                                 "template": "Q: {problem}\nRef: {reference}"}])
+    msgs = render_messages(job.stages[0], {"problem": "{not a field}", "reference": "4"})
+    assert msgs == [{"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Q: {not a field}\nRef: 4"}]
+
+
+async def test_early_exit_closes_the_stream(fake: FakeEndpoint) -> None:
+    fake.reset(tokens=SOLUTION + RAMBLING, pace=0.01, usage="continuous")
+    job = make_job(fake.base_url, [SOLVE])
+    result = await engine_for(job, fake.base_url).run_sample(item())
+    assert result.status == "accepted" and result.early_exit
+    assert result.final_answer == "4"
+    (entry,) = result.ledger
+    assert entry.aborted and entry.abort_reason == "early_exit"
+    assert entry.count_source == "server_usage"
+    await asyncio.sleep(0.1)
+    assert fake.seen.sent[0] <= len(SOLUTION) + 1 < len(SOLUTION + RAMBLING)
+    # (exact server/ledger equality is checked against the replay endpoint, which counts a
+    # token only once written; this scripted server counts it when handed to Starlette)
+    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
+    assert entry.tokens_saved == 100 - entry.completion_tokens
+
+
+async def test_hard_fault_rejects_in_flight(fake: FakeEndpoint) -> None:
+    bad = ["Two", " plus", " two", " is", " 2 + 2 = 5.\n"] + RAMBLING
+    fake.reset(tokens=bad, pace=0.01, usage="continuous")
+    job = make_job(fake.base_url, [SOLVE])
+    result = await engine_for(job, fake.base_url).run_sample(item())
+    assert result.status == "rejected" and result.rejection is not None
+    rej = result.rejection
+    assert (rej.validator, rej.reason_code, rej.stage, rej.step_index) == (
+        "arithmetic", "arithmetic_error", "solve", 0)
+    assert rej.tokens_at_fire == 5
+    await asyncio.sleep(0.1)
+    assert fake.seen.sent[0] <= rej.tokens_at_fire + 1
+    assert result.ledger[0].abort_reason == "rejected"
+
+
+async def test_problem_stage_feeds_the_solve_stage(fake: FakeEndpoint) -> None:
+    question = ["How", " many", " legs", " do", " three", " cats", " have", " in", " total",
+                "?"]
+    fake.reset(by_prompt={"Write a problem": question,
+                          "How many legs": ["3 * 4 = 12.\n", "#### 12"]})
+    job = make_job(fake.base_url, [
+        {"name": "problem", "kind": "problem", "template": "Write a problem about {seed}",
+         "validators": [{"name": "well_posed"}]},
+        {**SOLVE, "validators": [{"name": "arithmetic"}, {"name": "final_answer"}]}])
+    result = await engine_for(job, fake.base_url).run_sample(item("cats", reference=None))
+    assert result.status == "accepted", result
+    assert result.problem == "How many legs do three cats have in total?"
+    assert [s.stage for s in result.stages] == ["problem", "solve"]
+    assert [e.stage for e in result.ledger] == ["problem", "solve"]
+    assert result.final_answer == "12"
+
+
+async def test_problem_stage_rejection_stops_the_sample(fake: FakeEndpoint) -> None:
+    fake.reset(by_prompt={"Write a problem": ["Cats", " are", " nice", "."]})
+    job = make_job(fake.base_url, [
+        {"name": "problem", "kind": "problem", "template": "Write a problem about {seed}",
+         "validators": [{"name": "well_posed"}]}, SOLVE])
+    result = await engine_for(job, fake.base_url).run_sample(item("cats", reference=None))
+    assert result.status == "rejected" and result.rejection is not None
+    assert result.rejection.stage == "problem" and result.rejection.validator == "well_posed"
+    assert len(fake.seen.requests) == 1 and len(result.ledger) == 1
+
+
+async def test_endpoint_failure_is_a_failed_sample_with_a_ledger_row() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    job = make_job(url, [SOLVE])
+    result = await engine_for(job, url).run_sample(item())
+    assert result.status == "failed" and "solve:" in (result.error or "")
+    (entry,) = result.ledger
+    assert entry.attempts == 2 and entry.completion_tokens == 0 and entry.error
+
+
+async def test_baseline_generates_in_full_then_filters_the_same_way(fake: FakeEndpoint) -> None:
+    bad = ["Two", " plus", " two", " is", " 2 + 2 = 5.\n"] + RAMBLING
+    results = {}
+    for in_flight in (True, False):
+        fake.reset(tokens=bad, usage="continuous", pace=0.01 if in_flight else 0.0)
+        job = make_job(fake.base_url, [SOLVE], in_flight=in_flight)
+        results[in_flight] = await engine_for(job, fake.base_url).run_sample(item())
+        await asyncio.sleep(0.05)
+        if not in_flight:
+            assert fake.seen.sent[0] == len(bad)  # nothing aborted: every token generated
+    live, baseline = results[True], results[False]
+    assert live.status == baseline.status == "rejected"
+    assert live.rejection and baseline.rejection
+    assert (live.rejection.validator, live.rejection.step_index) == (
+        baseline.rejection.validator, baseline.rejection.step_index)
+    assert not baseline.ledger[0].aborted
+    assert baseline.ledger[0].completion_tokens == len(bad) > live.ledger[0].completion_tokens

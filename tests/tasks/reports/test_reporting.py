@@ -1,0 +1,42 @@
+"""The run summary as the Prefect UI shows it (markdown) and as the terminal prints it."""
+
+from __future__ import annotations
+
+from tasks.records.models import EndpointFigures, RunSummary, StageFigures
+from tasks.reports.summary import summary_markdown, summary_text
+
+
+def _summary(**extra: object) -> RunSummary:
+    return RunSummary.model_validate({
+        "run_id": "nightly-1", "samples": 10, "accepted": 6, "rejected": 3, "failed": 1,
+        "prompt_tokens": 500, "completion_tokens": 2000, "tokens_saved": 700, "calls": 14,
+        "rejections_by_validator": {"arithmetic": 2, "well_posed": 1},
+        "rejections_by_stage": {"problem": 1, "solve": 2},
+        "stages": [StageFigures(stage="problem", reached=10, passed=9, rejected=1),
+                   StageFigures(stage="solve", reached=9, passed=6, rejected=2, failed=1)],
+        "endpoints": [EndpointFigures(endpoint="vllm-a", calls=9, mean_ttft_ms=40.0),
+                      EndpointFigures(endpoint="vllm-b", calls=5, failed_calls=2)],
+        **extra})
+
+
+def test_markdown_has_the_stage_funnel_validators_and_endpoints() -> None:
+    md = summary_markdown(_summary(), job_name="gsm8k")
+    assert md.startswith("# gsm8k: completed\n")
+    assert "| problem | 10 | 9 | 1 | 0 |" in md and "| solve | 9 | 6 | 2 | 1 |" in md
+    assert "| arithmetic | 2 |" in md
+    assert "| vllm-b | 5 | 2 |" in md
+
+
+def test_closing_facts_are_list_items_not_one_paragraph() -> None:
+    md = summary_markdown(_summary(quality_gate="passed", near_duplicates_removed=2,
+                                   exported_to="out/nightly-1"), job_name="gsm8k")
+    tail = md.splitlines()[-3:]
+    assert tail == ["- Near-duplicates removed: 2.", "- Quality gate: passed.",
+                    "- Accepted samples exported to `out/nightly-1` (JSONL/Parquet, chat and "
+                    "plain forms, manifest.json)."]
+
+
+def test_terminal_text_names_the_run_and_counts() -> None:
+    text = summary_text(_summary())
+    assert text.splitlines()[0] == "run nightly-1: completed"
+    assert "accepted          6" in text and "arithmetic" in text

@@ -1,0 +1,134 @@
+"""Crash and resume: `foldem run` killed with SIGKILL in the middle of a run (no cleanup of any
+kind), then the same command with the same --run-id. The re-run completes exactly once: every
+(prompt, sample) once in a final state, one ledger row per call, counts that agree, and the
+resumed session's ledger equal to what the endpoint sent it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import psycopg
+import pytest
+
+from foldem.replay.launcher import ReplayServer, start_replay_server
+from tasks.store.db import libpq_url
+from tasks.store.embedded_pg import ensure_embedded_postgres
+from tests.flows.test_generate_flow import write_job
+from tests.support.reliability import (
+    assert_exactly_once,
+    assert_ledger_matches,
+    read_run,
+    reliability_job,
+    report,
+    samples_written,
+    subset_traces,
+)
+
+pytestmark = pytest.mark.integration
+
+FOLDEM = [sys.executable, "-m", "foldem.cli.main"]
+PROMPTS, SAMPLES = 8, 4
+KILL_AFTER = 8  # samples written before the kill
+
+
+@pytest.fixture(scope="module")
+def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
+    traces = subset_traces(tmp_path_factory.mktemp("traces"), PROMPTS)
+    with start_replay_server([traces], tokens_per_second=100) as srv:
+        yield srv
+
+
+def foldem_run(job: Path, run_id: str, cwd: Path, state: Path, **popen: object
+               ) -> subprocess.Popen[str]:
+    env = {**os.environ, "FOLDEM_STATE_DIR": str(state), "PREFECT_HOME": str(cwd / "prefect")}
+    env.pop("DATABASE_URL", None)
+    return subprocess.Popen([*FOLDEM, "run", str(job), "--run-id", run_id, "--summary-json",
+                             str(cwd / "summary.json")], cwd=cwd, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **popen)  # type: ignore[call-overload]
+
+
+def kill_hard(proc: subprocess.Popen[str]) -> list[int]:
+    """SIGKILL the command, then the helpers it started (its ephemeral Prefect server), which a
+    killed parent can no longer stop; the embedded Postgres runs detached and is kept."""
+    try:
+        helpers = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        helpers = []
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    for child in helpers:
+        try:
+            if "postgres" not in " ".join(child.cmdline()):
+                child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(helpers, timeout=10)
+    return [c.pid for c in helpers]
+
+
+def test_sigkill_mid_run_then_resume_completes_exactly_once(
+        replay: ReplayServer, tmp_path: Path, fresh_state_dir: Path) -> None:
+    run_id = "crash-resume"
+    job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
+                                              name="crash", streams=4))
+    url = ensure_embedded_postgres(fresh_state_dir)  # the run starts the same server anyway
+    replay.reset_stats()
+    proc = foldem_run(job, run_id, tmp_path, fresh_state_dir)
+    deadline = time.monotonic() + 180
+    while samples_written(url, run_id) < KILL_AFTER:
+        if proc.poll() is not None:
+            pytest.fail(f"the run ended before it was killed:\n{proc.stdout.read()[-3000:]}"
+                        if proc.stdout else "the run ended before it was killed")
+        assert time.monotonic() < deadline, "no samples written within 180 s"
+        time.sleep(0.05)
+    kill_hard(proc)
+    assert proc.returncode == -signal.SIGKILL
+    before = read_run(url, run_id)
+    first_session = replay.stats()
+    assert KILL_AFTER <= len(before.samples) < PROMPTS * SAMPLES, "killed too late to matter"
+
+    replay.reset_stats()
+    again = foldem_run(job, run_id, tmp_path, fresh_state_dir)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    time.sleep(0.3)
+    after = read_run(url, run_id)
+
+    tally = assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    with psycopg.connect(libpq_url(url)) as conn:
+        shards = conn.execute("SELECT status, attempts, samples FROM run_shards WHERE run_id = %s",
+                              (run_id,)).fetchall()
+    assert {status for status, _, _ in shards} == {"done"}
+    assert sum(n for _, _, n in shards) == PROMPTS * SAMPLES
+    # The shards the killed process held were claimed again at once (SIGKILL freed its locks).
+    assert any(attempts == 2 for _, attempts, _ in shards)
+    assert summary["samples"] == PROMPTS * SAMPLES
+    assert summary["accepted"] + summary["rejected"] + summary["failed"] == summary["samples"]
+    assert summary["completion_tokens"] == after.ledger_tokens
+    # What was written before the kill is kept as it was, not generated again.
+    kept = {(s.prompt_id, s.sample_index): s.status for s in before.samples}
+    assert {(s.prompt_id, s.sample_index): s.status for s in after.samples
+            if (s.prompt_id, s.sample_index) in kept} == kept
+    assert {r.call_id for r in before.ledger} <= {r.call_id for r in after.ledger}
+    # The resumed session: its calls are exactly the new ledger rows, and they match the server.
+    resumed = read_run(url, run_id)
+    old_calls = {r.call_id for r in before.ledger}
+    resumed.ledger = [r for r in after.ledger if r.call_id not in old_calls]
+    assert len(resumed.ledger) == PROMPTS * SAMPLES - len(before.samples)
+    ledger = assert_ledger_matches(resumed, replay.stats())
+    # Calls in flight when the process died: sent by the server, never recorded (they are
+    # generated again on resume; their first tokens are the price of a crash).
+    unrecorded = len(first_session.requests) - sum(r.attempts for r in before.ledger)
+    report("crash_sigkill_resume", samples=tally.samples, lost=tally.lost,
+           duplicated=tally.duplicated, written_before_kill=len(before.samples),
+           resumed_ledger_mismatch=ledger.mismatch, calls_in_flight_at_kill=unrecorded,
+           tokens_of_calls_in_flight=first_session.total_completion_tokens - before.ledger_tokens)

@@ -1,0 +1,78 @@
+"""The final answer differs from the known reference answer.
+
+Judged the moment the first final answer is written in a complete step (the answer the policy
+would accept on early exit), so a wrong answer is rejected before anything else is generated.
+Without a reference answer (or one that does not normalise) the check is skipped silently.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.lib.answers import (
+    answers_equal,
+    find_answers,
+    find_concluding_answer,
+    normalize_answer,
+)
+from validators.lib.verdicts import ok_verdict
+
+
+class ReferenceAnswerParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    use_conclusion: bool = Field(
+        False, description="At the end of a stream with no marker, compare the answer read from "
+                           "the concluding sentence. Off by default: that reading is a guess, "
+                           "and a wrong guess would reject a correct solution.")
+
+
+class ReferenceAnswer(Validator):
+    name = "reference_answer"
+    reason_codes = frozenset({"wrong_answer"})
+    description = "Rejects as soon as a final answer is written that differs from the reference."
+    Params = ReferenceAnswerParams
+
+    def open(self, ctx: ProblemContext) -> ValidatorSession:
+        assert isinstance(self.params, ReferenceAnswerParams)
+        reference = ctx.reference_answer
+        if reference is not None and normalize_answer(reference) is None:
+            reference = None
+        return _ReferenceSession(self, reference, self.params.use_conclusion)
+
+
+class _ReferenceSession(ValidatorSession):
+    def __init__(self, validator: ReferenceAnswer, reference: str | None,
+                 use_conclusion: bool) -> None:
+        self.v = validator
+        self.reference = reference
+        self.use_conclusion = use_conclusion
+        self.judged = reference is None  # nothing to do without a reference
+        self.last_step_text = ""
+        self.ok = ok_verdict(validator)
+
+    def feed(self, checkpoint: Checkpoint) -> Verdict:
+        if self.judged:
+            return self.ok
+        for step in checkpoint.steps:
+            self.last_step_text = step.text
+            answers = [m for m in find_answers(step.text) if m.normalized is not None]
+            if answers:  # the step's last marker is its answer (as final_answer reports it)
+                self.judged = True
+                return self._compare(answers[-1].raw, step.index)
+        if checkpoint.final and self.use_conclusion:
+            self.judged = True
+            concluded = find_concluding_answer(self.last_step_text)
+            if concluded is not None:
+                return self._compare(concluded.raw, None)
+        return self.ok
+
+    def _compare(self, answer: str, step_index: int | None) -> Verdict:
+        assert self.reference is not None
+        if answers_equal(answer, self.reference):
+            return self.ok
+        return self.v.fault("wrong_answer",
+                            f"final answer {normalize_answer(answer)!r} differs from the "
+                            f"reference {normalize_answer(self.reference)!r}",
+                            step_index=step_index)
