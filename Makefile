@@ -41,9 +41,12 @@ bench-validators: $(STAMP)
 	  data://traces/processbench_gsm8k.jsonl data://traces/processbench_math.jsonl \
 	  --json out/bench-validators.json
 
+# ruff, mypy, and the import contracts of .importlinter (layers, the replay test double, thin
+# flows, no cycles).
 lint: $(STAMP)
-	$(BIN)/ruff check foldem flows tasks validators tests
+	$(BIN)/ruff check foldem flows tasks validators tests scripts
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 lock: $(STAMP)
 	$(BIN)/python -m pip freeze --exclude-editable | sed "s|^kubernetes-validate @ .*|kubernetes-validate==1.37.0|" | sed '1i # Resolved versions, installed with `pip install -c constraints.txt -e .[dev]`. Regenerate: make lock' > constraints.txt

@@ -18,7 +18,7 @@ from tasks.quality.dedup import DedupResult, dedup_run
 from tasks.quality.gate import GateResult, run_quality_gate, save_gate_result
 from tasks.records.models import Prompt, RunSummary, SampleResult, WorkItem
 from tasks.reports.summary import summary_markdown
-from tasks.run import lifecycle as run_io
+from tasks.run import lifecycle
 from tasks.run.claims import ShardRow
 from tasks.run.context import get_context
 from tasks.run.prompts import load_prompts
@@ -33,14 +33,14 @@ def load_prompts_task(job: JobSpec) -> list[Prompt]:
 
 @task(name="prepare-database", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def prepare_database_task(job: JobSpec, override_url: str | None) -> str:
-    return run_io.prepare_database(job, override_url)
+    return lifecycle.prepare_database(job, override_url)
 
 
 @task(name="begin-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def begin_run_task(database_url: str, job: JobSpec, run_id: str, samples_expected: int,
                    flow_run_id: str | None, shards: Sequence[ShardRow] = (),
-                   join: bool = False) -> run_io.RunStart:
-    return run_io.begin_run(database_url, job, run_id=run_id, samples_expected=samples_expected,
+                   join: bool = False) -> lifecycle.RunStart:
+    return lifecycle.begin_run(database_url, job, run_id=run_id, samples_expected=samples_expected,
                             flow_run_id=flow_run_id, shards=shards, join=join)
 
 
@@ -49,11 +49,11 @@ async def process_shard_task(run_id: str, shard_no: int,
                              items: Sequence[WorkItem]) -> dict[str, int]:
     """Run one shard's samples; on a retry, samples already written are skipped."""
     ctx = get_context(run_id)
-    pending = await asyncio.to_thread(run_io.pending, ctx.database_url, run_id=run_id,
+    pending = await asyncio.to_thread(lifecycle.pending, ctx.database_url, run_id=run_id,
                                       items=items)
 
     def save(batch: Sequence[SampleResult]) -> None:
-        run_io.save_batch(ctx.database_url, batch)
+        lifecycle.save_batch(ctx.database_url, batch)
 
     results = await process_items(ctx.engine, pending, save=save, board=ctx.board)
     counts = {"accepted": 0, "rejected": 0, "failed": 0}
@@ -65,12 +65,12 @@ async def process_shard_task(run_id: str, shard_no: int,
 
 @task(name="complete-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def complete_run_task(database_url: str, run_id: str, status: str) -> RunSummary:
-    return run_io.complete_run(database_url, run_id=run_id, status=status)
+    return lifecycle.complete_run(database_url, run_id=run_id, status=status)
 
 
 @task(name="read-summary", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def read_summary_task(database_url: str, run_id: str) -> RunSummary:
-    return run_io.read_summary(database_url, run_id=run_id)
+    return lifecycle.read_summary(database_url, run_id=run_id)
 
 
 @task(name="quality-gate", retries=1, retry_delay_seconds=3, cache_policy=NONE)

@@ -25,7 +25,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 # Prefect reads its settings at import: an isolated home, offline, a generous first start
-# (STACK.md: the first ephemeral start on a fresh home takes ~21 s).
+# (the first ephemeral start on a fresh home takes ~21 s, over Prefect's default 20 s).
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="foldem-prefect-"))
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

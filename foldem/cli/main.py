@@ -18,7 +18,7 @@ from foldem.core.errors import FoldemError
 
 
 def _prefect_env() -> None:
-    """Offline-friendly Prefect defaults (STACK.md), set before Prefect is imported."""
+    """Offline-friendly Prefect defaults , set before Prefect is imported."""
     from foldem.core.settings import get_settings
 
     state = get_settings().resolved_state_dir

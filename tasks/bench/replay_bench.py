@@ -36,7 +36,7 @@ from tasks.bench.replay_metrics import (
     summarize,
 )
 from tasks.bench.replay_runs import ModeResult, ModeSpec, plan_items, run_mode
-from tasks.run import lifecycle as run_io
+from tasks.run import lifecycle
 from validators.defaults import DEFAULT_SOLVE_VALIDATORS
 
 #: Default pace: 64 streams × 50 tokens/s ≈ 3,200 tokens/s, which one client process reads
@@ -125,7 +125,7 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
         raise ConfigError("bench replay needs a job with one 'solve' stage: a recording is one "
                           "generation, so problem and judge stages have nothing to replay")
     planned = plan_items(traces)
-    db_url = settings.database_url or run_io.prepare_database(job)
+    db_url = settings.database_url or lifecycle.prepare_database(job)
     machine_before = _machine()
     results: dict[str, ModeResult] = {}
     with start_replay_server(settings.traces, tokens_per_second=settings.tokens_per_second,

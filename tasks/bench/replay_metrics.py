@@ -1,4 +1,4 @@
-"""The replay benchmark's figures (issue 4), from per-trace rows of the baseline (`full`) and
+"""The replay benchmark's figures, from per-trace rows of the baseline (`full`) and
 in-flight (`msifr`) runs and the traces' labels. Token counts are the ledger's (o200k_base, as
 the replay endpoint counts them); the oracle prefix is counted with the same tokenizer.
 

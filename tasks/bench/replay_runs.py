@@ -36,7 +36,7 @@ from foldem.spec.job import JobSpec
 from tasks.endpoints.client import EndpointClient, resolve_api_key
 from tasks.engine.runner import Engine, build_stage_validators
 from tasks.records.models import Prompt, SampleResult, WorkItem
-from tasks.run import lifecycle as run_io
+from tasks.run import lifecycle
 from tasks.run.shard import ResultWriter, process_items
 from tasks.store.db import get_engine, session_scope
 from tasks.store.schema import ledger, rejections, samples
@@ -182,7 +182,7 @@ async def _generate(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], ru
                            validators=build_stage_validators(j)) for sep, j in jobs.items()}
 
     def save(batch: Sequence[SampleResult]) -> None:
-        run_io.save_batch(db_url, batch)
+        lifecycle.save_batch(db_url, batch)
 
     try:
         if mode.agreement_k:
@@ -201,13 +201,13 @@ def run_mode(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], *, db_url
     """Generate every planned item in this mode under a fresh run id; read the figures back."""
     run_id = f"bench-{job.name}-{mode.name}-{uuid.uuid4().hex[:8]}"
     first_job = mode_job(job, mode, planned[0].trace.separator, concurrency)
-    run_io.begin_run(db_url, first_job, run_id=run_id, samples_expected=len(planned),
+    lifecycle.begin_run(db_url, first_job, run_id=run_id, samples_expected=len(planned),
                      flow_run_id=None)
     server.reset_stats()
     started = time.perf_counter()
     asyncio.run(_generate(job, mode, planned, run_id, db_url, server, concurrency))
     wall = time.perf_counter() - started
-    run_io.complete_run(db_url, run_id=run_id, status="completed")
+    lifecycle.complete_run(db_url, run_id=run_id, status="completed")
     replayed = {ep.name for ep in job.endpoints if ep.base_url == REPLAY}
     rows = read_rows(db_url, run_id, planned, replayed=replayed)
     return ModeResult(mode=mode, run_id=run_id, wall_seconds=round(wall, 2), rows=rows,

@@ -1,8 +1,9 @@
 """Streaming chat completions from an OpenAI-compatible endpoint, with explicit abort.
 
 `EndpointClient.stream(...)` is an async context manager yielding a `StreamCall`
-(tasks/endpoints/stream_call.py): iterate it for `Delta`s; leave the block (or call `abort`) to close the
-HTTP stream at once. STACK.md: a bare `break` does not close the connection, so closing is always
+(tasks/endpoints/stream_call.py): iterate it for `Delta`s; leave the block (or call `abort`) to
+close the HTTP stream at once. With the OpenAI SDK a bare `break` out of the loop does not close
+the connection (the server keeps generating until the client is closed), so closing is always
 explicit here.
 
 Retries: 429, 5xx, connection errors and a missing first token are retried with backoff, but only

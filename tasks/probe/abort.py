@@ -29,7 +29,7 @@ from tasks.probe.models import AbortMeasurement, ServerSnapshot, Verdict
 from tasks.probe.monitors import ServerMonitor
 
 #: Tokens a server may still send after the hang-up before we call it "kept generating"
-#: (chunks already in flight; llama.cpp frees a slot within ~4 tokens, STACK.md).
+#: (chunks already in flight; llama.cpp frees a slot within ~4 tokens, measured).
 OWN_REQUEST_SLACK_TOKENS = 16
 MIN_SETTLE_SECONDS = 0.05
 #: Keep reading at least this long: tokens often arrive in bursts, and a rate taken from one

@@ -3,7 +3,7 @@ and plain GETs of a server's own status pages (/stats, /metrics, /slots).
 
 The probe talks raw HTTP (httpx) rather than through the OpenAI SDK: it must see status codes,
 the content type and every field of every chunk, and it must decide exactly when the connection
-closes. Leaving `stream_chat`'s block closes it (STACK.md: the server sees that within ~1 ms).
+closes. Leaving `stream_chat`'s block closes it (a server sees that within ~1 ms, measured).
 """
 
 from __future__ import annotations

@@ -122,7 +122,7 @@ class StageFigures(_Model):
 
 
 class RunSummary(_Model):
-    """What `foldem run --summary-json` writes (issue 2's keys first)."""
+    """What `foldem run --summary-json` writes."""
 
     run_id: str
     samples: int

@@ -1,4 +1,4 @@
-"""Quality-gate results per run (issue 6).
+"""Quality-gate results per run.
 
 Revision ID: 0003
 Revises: 0002

@@ -1,4 +1,4 @@
-"""MinHash signatures for near-duplicate removal (issue 6).
+"""MinHash signatures for near-duplicate removal.
 
 Revision ID: 0004
 Revises: 0003

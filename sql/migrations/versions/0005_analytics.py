@@ -1,4 +1,4 @@
-"""Rejection analytics views and the read-only analyst role (issue 6).
+"""Rejection analytics views and the read-only analyst role.
 
 Revision ID: 0005
 Revises: 0004

@@ -1,4 +1,4 @@
-"""Shards of a run and who claimed them, so several workers can share one run (issue 5).
+"""Shards of a run and who claimed them, so several workers can share one run.
 
 Revision ID: 0006
 Revises: 0005
