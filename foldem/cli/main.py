@@ -9,24 +9,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from foldem import __version__
-from foldem.core.errors import FoldemError
+from foldem.core.errors import ConfigError, FoldemError, RunInterruptedError
 
 
 def _prefect_env() -> None:
-    """Offline-friendly Prefect defaults , set before Prefect is imported."""
+    """Offline-friendly Prefect defaults, set before Prefect is imported."""
     from foldem.core.settings import get_settings
 
     state = get_settings().resolved_state_dir
     try:
         state.mkdir(parents=True, exist_ok=True)  # Prefect creates its home, not the parents
     except OSError as exc:
-        from foldem.core.errors import ConfigError
-
         raise ConfigError(f"cannot create the state directory {state} ({exc.strerror or exc});"
                           " set FOLDEM_STATE_DIR to a writable directory") from None
     os.environ.setdefault("PREFECT_HOME", str(state / "prefect"))
@@ -36,6 +35,8 @@ def _prefect_env() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    # Imports are late on purpose here and below: `foldem --help` or a bad spec must answer
+    # without the seconds it takes to import Prefect.
     import asyncio
 
     from foldem.spec.job import load_job
@@ -46,16 +47,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     # So does bad prompt data (read again in the flow: a second read is cheap next to a run,
     # and a user's mistake gets its message without a Prefect start or a task traceback).
     load_prompts(job)
+    # So does a database that cannot be reached: one line, before Prefect starts.
+    from tasks.run.lifecycle import mark_interrupted, prepare_database
+
+    database_url = prepare_database(job, args.database_url)
     _prefect_env()  # before the keys are read: a Secret block lives in the run's Prefect API
+    from flows.generate import generate, new_run_id
+    from tasks.reports.summary import summary_text
+    from tasks.run.prefect_api import prefect_api
     from tasks.run.preflight import check_endpoints
 
-    asyncio.run(check_endpoints(job))  # so does a dead endpoint or a refused key
-    from flows.generate import generate
-    from tasks.reports.summary import summary_text
-
-    print(f"foldem: running job {job.name!r} from {args.job}", flush=True)
-    summary = asyncio.run(generate(job_path=str(Path(args.job).resolve()), run_id=args.run_id,
-                                   database_url=args.database_url))
+    run_id = args.run_id or new_run_id(job.name)
+    # SIGTERM (a scheduler or Kubernetes stopping the process) ends the run as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with prefect_api():
+        asyncio.run(check_endpoints(job))  # so does a dead endpoint or a refused key
+        print(f"foldem: running job {job.name!r} from {args.job} as run {run_id}", flush=True)
+        try:
+            summary = asyncio.run(generate(job_path=str(Path(args.job).resolve()),
+                                           run_id=run_id, database_url=args.database_url))
+        except KeyboardInterrupt:
+            recorded = mark_interrupted(database_url, run_id=run_id)
+            raise RunInterruptedError(run_id, args.job, recorded=recorded) from None
     print()
     print(summary_text(summary))
     if args.summary_json:
@@ -107,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from foldem.cli.bench import register as register_bench
     from foldem.cli.db import register as register_db
+    from foldem.cli.model import register as register_model
     from foldem.cli.probe import register as register_probe
     from foldem.cli.report import register as register_report
     from foldem.replay.cli import register as register_replay
@@ -116,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_bench(sub)
     register_probe(sub)
     register_report(sub)
+    register_model(sub)
     return parser
 
 
@@ -130,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FoldemError as exc:
         if args.debug:
             raise
-        print(f"foldem: error: {exc.message}", file=sys.stderr)
+        kind = "" if isinstance(exc, RunInterruptedError) else "error: "
+        print(f"foldem: {kind}{exc.message}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("foldem: interrupted; re-run with the same --run-id to resume", file=sys.stderr)

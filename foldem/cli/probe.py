@@ -40,6 +40,8 @@ def render_table(result: ProbeResult) -> str:
     figures = [f"read {abort.tokens_read_before_close} tokens before hanging up"]
     if abort.server_tokens_after_close is not None:
         figures.append(f"server counted {abort.server_tokens_after_close:g} more after it")
+    if abort.server_tokens_predicted is not None:
+        figures.append(f"{abort.server_tokens_predicted:g} predicted for the request in all")
     if abort.busy_before is not None:
         figures.append(f"busy before/during/after: {abort.busy_before}/{abort.busy_during}/"
                        f"{abort.busy_after}")

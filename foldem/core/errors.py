@@ -108,3 +108,28 @@ class RunConflictError(FoldemError):
         self.run_id = run_id
         self.reason = reason
         super().__init__(f"run {run_id!r}: {reason}")
+
+
+class RunInterruptedError(FoldemError):
+    """The run was stopped by Ctrl-C or SIGTERM; what was written stays, and it can resume."""
+
+    exit_code = 130
+
+    def __init__(self, run_id: str, job_path: str, *, recorded: bool) -> None:
+        self.run_id = run_id
+        self.job_path = job_path
+        self.recorded = recorded
+        state = "marked interrupted" if recorded else "not marked (it had not started)"
+        super().__init__(f"interrupted; run {run_id!r} is {state}. Resume it with: "
+                         f"foldem run {job_path} --run-id {run_id}")
+
+
+class LocalModelUnavailableError(ConfigError):
+    """The local model endpoint needs packages that are not installed (xllamacpp, the model
+    wheel), or the model file given does not exist; the message says what to install."""
+
+
+class LocalModelError(FoldemError):
+    """The local model server did not start, died, or did not become healthy in time."""
+
+    exit_code = 4

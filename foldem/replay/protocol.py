@@ -1,15 +1,18 @@
 """Wire models of the replay endpoint: the OpenAI chat-completions subset it speaks, and /stats.
 
 Requests ignore fields they do not use (temperature, top_p, ...) so any OpenAI client works.
+The stream's chunks are the models the endpoint client reads (foldem/core/chat_stream.py).
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, ConfigDict, Field
+
+from foldem.core.chat_stream import ChatCompletionChunk, ChunkChoice, ChunkDelta, Usage
 
 FinishReason = Literal["stop", "length"]
 
@@ -62,43 +65,6 @@ class ChatCompletionRequest(BaseModel):
         """The stricter of max_tokens and max_completion_tokens, if any is set."""
         limits = [x for x in (self.max_tokens, self.max_completion_tokens) if x is not None]
         return min(limits) if limits else None
-
-
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-
-    @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
-        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens)
-
-
-class Delta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-    @model_serializer
-    def _omit_unset(self) -> dict[str, Any]:
-        # OpenAI sends only the keys a delta carries; the last chunk's delta is {}.
-        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
-
-
-class ChunkChoice(BaseModel):
-    index: int = 0
-    delta: Delta
-    logprobs: None = None
-    finish_reason: FinishReason | None = None
-
-
-class ChatCompletionChunk(BaseModel):
-    id: str
-    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
-    created: int
-    model: str
-    choices: list[ChunkChoice]
-    usage: Usage | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -188,7 +154,7 @@ class ContentChunkEncoder:
 
     def __init__(self, request_id: str, created: int, model: str, include_usage: bool) -> None:
         probe = ChatCompletionChunk(id=request_id, created=created, model=model,
-                                    choices=[ChunkChoice(delta=Delta(content=self._MARK))])
+                                    choices=[ChunkChoice(delta=ChunkDelta(content=self._MARK))])
         rendered = probe.model_dump_json(exclude=None if include_usage else {"usage"})
         # rpartition: the content comes after id and model, which a client may choose freely.
         before, mark, after = rendered.rpartition(json.dumps(self._MARK, ensure_ascii=False))

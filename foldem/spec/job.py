@@ -5,8 +5,8 @@ is wrong. Paths in the spec are relative to the spec file; `data://...` paths na
 data set (see `foldem.core.data`).
 
 The section models live in foldem/spec/sections.py (prompts, sampling, stages, export, dedup,
-quality gate) and foldem/spec/endpoints.py (endpoints, limits, breaker, replay); every one is
-importable from here.
+quality gate) and foldem/spec/endpoints.py (endpoints, limits, breaker, replay, the local model
+server); every one is importable from here.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from foldem.core.errors import DataNotFoundError, SpecError, ValidatorLoadError
 from foldem.spec.endpoints import (
     Endpoint,
+    LocalModel,
     Replay,
 )
 from foldem.spec.sections import (
@@ -42,6 +43,9 @@ class JobSpec(_Strict):
     samples_per_prompt: int = Field(1, ge=1, le=1000)
     endpoints: list[Endpoint] = Field(min_length=1)
     replay: Replay = Field(default_factory=lambda: Replay())
+    local: LocalModel = Field(default_factory=lambda: LocalModel(),
+                              description="The local model server, for endpoints whose "
+                              "base_url is 'local'.")
     sampling: Sampling = Field(default_factory=lambda: Sampling())
     stages: list[Stage] = Field(min_length=1)
     shard_size: int = Field(32, ge=1, le=100_000, description="Samples per Prefect task.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import string
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -190,11 +190,19 @@ class Stage(_Strict):
         return _template_fields(v, TEMPLATE_FIELDS)
 
 
+#: The file formats an export may be written in, in the order they are written: the one list of
+#: them. The spec is checked before any call is made, and it cannot ask tasks/outputs what it can
+#: write (that layer sits above this one), so the names live here and each has a sink in
+#: tasks/outputs/sinks.py, which refuses to import unless the two agree exactly.
+ExportFormat = Literal["jsonl", "parquet"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+
 class Export(_Strict):
     dir: str = Field("out/{run_id}", description="Where the accepted samples go "
                      "(chat.*, plain.*, manifest.json); {job} and {run_id} are filled in. "
                      "Relative to the working directory.")
-    formats: list[Literal["jsonl", "parquet"]] = Field(["jsonl", "parquet"], min_length=1)
+    formats: list[ExportFormat] = Field(list(EXPORT_FORMATS), min_length=1)
     system_prompt: str | None = Field(None, description="System message of the chat form.")
 
 

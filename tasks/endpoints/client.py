@@ -1,6 +1,7 @@
 """Streaming chat completions from an OpenAI-compatible endpoint, with explicit abort.
 
-`EndpointClient.stream(...)` is an async context manager yielding a `StreamCall`
+`EndpointClient` is the `StreamingEndpoint` (tasks/endpoints/base.py) of OpenAI-compatible
+servers. `EndpointClient.stream(request)` is an async context manager yielding a `StreamCall`
 (tasks/endpoints/stream_call.py): iterate it for `Delta`s; leave the block (or call `abort`) to
 close the HTTP stream at once. With the OpenAI SDK a bare `break` out of the loop does not close
 the connection (the server keeps generating until the client is closed), so closing is always
@@ -29,17 +30,16 @@ import httpx2
 import openai
 from pydantic import SecretStr
 
+from foldem.core.chat_stream import StreamChunk
 from foldem.core.errors import (
     ConfigError,
     EndpointAuthError,
     EndpointError,
     EndpointUnreachableError,
 )
-from foldem.core.tokens import count_tokens
 from foldem.spec.endpoints import Endpoint
-from tasks.endpoints.protocol import StreamChunk
+from tasks.endpoints.base import CallStats, ChatRequest
 from tasks.endpoints.stream_call import (
-    CallStats,
     StreamCall,
     parse_sse,
 )
@@ -114,15 +114,14 @@ class EndpointClient:
         except openai.APIStatusError:
             pass  # some servers lack /models; a status answer proves the server is there
 
-    def _request(self, messages: list[dict[str, str]], params: dict[str, Any]) -> dict[str, Any]:
+    def _body(self, request: ChatRequest) -> dict[str, Any]:
         options: dict[str, Any] = {"include_usage": True}  # usage in the last chunk
         if self._continuous is not False:
             options["continuous_usage_stats"] = True
-        return dict(model=self.endpoint.model, messages=messages, stream=True,
-                    stream_options=options, **params)
+        return dict(model=self.endpoint.model, messages=list(request.messages), stream=True,
+                    stream_options=options, **request.sampling())
 
-    async def _open(self, messages: list[dict[str, str]], params: dict[str, Any],
-                    stats: CallStats, max_retries: int
+    async def _open(self, request: ChatRequest, stats: CallStats, max_retries: int
                     ) -> tuple[Any, AsyncIterator[StreamChunk], StreamChunk | None, float]:
         """Open the stream and wait for its first chunk, retrying where that is safe."""
         ep = self.endpoint
@@ -133,7 +132,7 @@ class EndpointClient:
             response = None
             try:
                 response = await self._client.chat.completions.with_streaming_response.create(
-                    **self._request(messages, params)).__aenter__()
+                    **self._body(request)).__aenter__()
                 chunks = parse_sse(response, ep.name)
                 first = await asyncio.wait_for(anext(chunks, None), ep.timeouts.first_token)
                 if self._continuous is None:
@@ -168,40 +167,32 @@ class EndpointClient:
             attempt += 1
             await asyncio.sleep(delay)
 
-    def _held(self, messages: list[dict[str, str]], max_tokens: int,
-              expected_tokens: int | None) -> AbstractAsyncContextManager[None]:
+    def _held(self, request: ChatRequest) -> AbstractAsyncContextManager[None]:
         """The cross-process slots of one call (nothing, and no API call, without limits)."""
         if self.limiter is None:
             return nullcontext()
         tokens = 0
         if self.limiter.counts_tokens:  # what the call is likely to cost (docs/ENDPOINTS.md)
-            tokens = (sum(count_tokens(m["content"]) for m in messages)
-                      + (expected_tokens or max_tokens))
+            tokens = (request.prompt_tokens_estimate
+                      + (request.expected_tokens or request.max_tokens))
         return self.limiter.hold(tokens)
 
     @asynccontextmanager
-    async def stream(self, messages: list[dict[str, str]], *, max_tokens: int,
-                     temperature: float, top_p: float = 1.0, seed: int | None = None,
-                     stats: CallStats | None = None, max_retries: int | None = None,
-                     expected_tokens: int | None = None) -> AsyncIterator[StreamCall]:
+    async def stream(self, request: ChatRequest, *, stats: CallStats | None = None,
+                     max_retries: int | None = None) -> AsyncIterator[StreamCall]:
         """Open a stream; leaving the block closes it. `stats` (filled in as the call goes,
         even when it fails) is settled on exit: server usage where reported, else an estimate.
         `max_retries` overrides the endpoint's (a pool sets 0 while it can move the call);
-        `expected_tokens` sizes the tokens-per-minute reservation (else max_tokens)."""
-        params: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature,
-                                  "top_p": top_p}
-        if seed is not None:
-            params["seed"] = seed
+        the request's `expected_tokens` sizes the tokens-per-minute reservation."""
         stats = stats if stats is not None else CallStats()
         retries = self.endpoint.max_retries if max_retries is None else max_retries
         # Local slot first, so at most max_concurrent_streams calls of this process wait on the
         # Prefect API; waiting for a slot is not the endpoint's fault: outside the total timeout.
-        async with self._limit, self._held(messages, max_tokens, expected_tokens):
+        async with self._limit, self._held(request):
             self.active_streams += 1
             try:
                 async with asyncio.timeout(self.endpoint.timeouts.total):
-                    response, chunks, first, t0 = await self._open(messages, params, stats,
-                                                                   retries)
+                    response, chunks, first, t0 = await self._open(request, stats, retries)
                     call = StreamCall(chunks, first, response, stats, t0,
                                       self.endpoint.timeouts.idle, self.endpoint.name)
                     try:
@@ -209,11 +200,11 @@ class EndpointClient:
                         await call.drain()
                     finally:
                         await call.close()  # explicit: the server must see the hang-up now
-                        call.finalize(messages)
+                        call.finalize()
             except TimeoutError:
                 raise EndpointError(self.endpoint.name, f"call exceeded the total timeout of "
                                     f"{self.endpoint.timeouts.total:.0f}s") from None
             finally:
                 self.active_streams -= 1
-                if stats.prompt_tokens is None:
-                    stats.prompt_tokens = sum(count_tokens(m["content"]) for m in messages)
+                if stats.prompt_tokens is None:  # the endpoint reported none, or never answered
+                    stats.prompt_tokens = request.prompt_tokens_estimate

@@ -28,14 +28,12 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
 
 from foldem.core.errors import EndpointError
 from foldem.spec.endpoints import Breaker, Endpoint
 from foldem.spec.job import JobSpec
 from foldem.spec.sections import Stage
-from tasks.endpoints.client import EndpointClient
-from tasks.endpoints.stream_call import CallStats, StreamCall
+from tasks.endpoints.base import CallStats, ChatRequest, EndpointCall, StreamingEndpoint
 
 #: HTTP statuses that say the request is malformed, not that the endpoint is unwell: neither a
 #: breaker failure nor worth another endpoint (it would refuse the same request).
@@ -129,7 +127,7 @@ class CircuitBreaker:
 class PoolMember:
     """One endpoint as the pools see it: its client, load and breaker."""
 
-    client: EndpointClient
+    client: StreamingEndpoint
     breaker: CircuitBreaker
     in_flight: int = 0
 
@@ -184,8 +182,8 @@ class Signal:
 
 
 class EndpointPool:
-    """The endpoints of one stage target; `stream()` is `EndpointClient.stream` with routing,
-    failover before the first token and the breakers."""
+    """The endpoints of one stage target; `stream()` is `StreamingEndpoint.stream` with
+    routing, failover before the first token and the breakers."""
 
     def __init__(self, members: Sequence[PoolMember], *, clock: Clock = time.monotonic,
                  signal: Signal | None = None) -> None:
@@ -237,9 +235,9 @@ class EndpointPool:
         self._notify()
 
     @asynccontextmanager
-    async def stream(self, messages: list[dict[str, str]], *, attempts: list[CallAttempt],
-                     **params: Any) -> AsyncIterator[StreamCall]:
-        """`EndpointClient.stream` on the chosen endpoint, moving to another one while the call
+    async def stream(self, request: ChatRequest, *, attempts: list[CallAttempt]
+                     ) -> AsyncIterator[EndpointCall]:
+        """`StreamingEndpoint.stream` on the chosen endpoint, moving to another one while the call
         fails before its first token. Each endpoint tried is appended to `attempts` (the last
         is the stream yielded). Raises EndpointError when no endpoint could take the call."""
         tried: frozenset[str] = frozenset()
@@ -257,8 +255,8 @@ class EndpointPool:
             member.in_flight += 1
             opened = False
             try:
-                async with member.client.stream(messages, stats=attempt.stats,
-                                                max_retries=retries, **params) as call:
+                async with member.client.stream(request, stats=attempt.stats,
+                                                max_retries=retries) as call:
                     opened = True
                     if self.guarded:
                         member.breaker.on_first_token(trial)
@@ -286,7 +284,7 @@ class EndpointRouter:
     """The pools of a job: one member per endpoint (shared by every stage that calls it), one
     pool per distinct endpoint list."""
 
-    def __init__(self, job: JobSpec, clients: Mapping[str, EndpointClient], *,
+    def __init__(self, job: JobSpec, clients: Mapping[str, StreamingEndpoint], *,
                  clock: Clock = time.monotonic) -> None:
         self.job = job
         self.members = {name: PoolMember(client, CircuitBreaker(client.endpoint.breaker, clock))

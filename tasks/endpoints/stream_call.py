@@ -1,9 +1,10 @@
-"""One streaming call in progress (`StreamCall`): the deltas it yields, what it cost
-(`CallStats`), and how it hangs up, half-closing the socket and counting what the server sent
-before it learned of the hang-up. `parse_sse` reads the chat-completion chunks of an SSE body.
+"""One streaming call in progress (`StreamCall`, an `EndpointCall` of tasks/endpoints/base.py):
+the deltas it yields, what it cost (its `CallStats`), and how it hangs up, half-closing the
+socket and counting what the server sent before it learned of the hang-up. `parse_sse` reads the
+chat-completion chunks of an SSE body.
 
-`EndpointClient.stream` (tasks/endpoints/client.py) opens the call, with retries, and closes it; this
-module is the part that runs once the first token has arrived.
+`EndpointClient.stream` (tasks/endpoints/client.py) opens the call, with retries, and closes it;
+this module is the part that runs once the first token has arrived.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import socket
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -20,36 +20,11 @@ import httpx2
 import openai
 from pydantic import ValidationError
 
+from foldem.core.chat_stream import StreamChunk
 from foldem.core.errors import EndpointError
 from foldem.core.tokens import count_tokens
-from tasks.endpoints.protocol import StreamChunk
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    text: str
-    tokens: int  # tokens this chunk added (server usage where reported, else a tokenizer count)
-
-
-@dataclass(slots=True)
-class CallStats:
-    """What one call cost; becomes a ledger row."""
-
-    prompt_tokens: int | None = None
-    completion_tokens: int = 0
-    count_source: str = "tokenizer_estimate"
-    finish_reason: str | None = None
-    ttft_ms: float | None = None
-    duration_ms: float = 0.0
-    attempts: int = 0
-    response_id: str | None = None
-    aborted: bool = False
-    error: str | None = None
-    text_parts: list[str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.text_parts)
+from tasks.endpoints.base import CallStats, Delta
+from tasks.records.models import CountSource
 
 
 class StreamCall:
@@ -155,18 +130,17 @@ class StreamCall:
                 return
             self._consume(chunk)
 
-    def finalize(self, prompt_messages: list[dict[str, str]]) -> CallStats:
-        """Settle the token counts: server usage where it was reported, else an estimate."""
+    def finalize(self) -> CallStats:
+        """Settle the completion count: server usage where it was reported, else an estimate
+        (the prompt's count is settled by the client, for failed calls too)."""
         st = self.stats
         st.duration_ms = (time.perf_counter() - self._t0) * 1000
         if self._server_completion is not None:
             st.completion_tokens = self._server_completion
-            st.count_source = "server_usage"
+            st.count_source = CountSource.SERVER_USAGE
         else:
             st.completion_tokens = count_tokens(st.text)
-            st.count_source = "tokenizer_estimate"
-        if st.prompt_tokens is None:
-            st.prompt_tokens = sum(count_tokens(m["content"]) for m in prompt_messages)
+            st.count_source = CountSource.TOKENIZER_ESTIMATE
         return st
 
     async def close(self) -> None:

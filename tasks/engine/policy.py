@@ -3,6 +3,9 @@
 Hard validators reject on any fault. Soft validators' scores multiply into the sample's utility
 (over all checkpoints of the stage); the stage rejects when the utility falls below its
 threshold. A complete final answer lets the stage stop early when `early_exit` is on.
+
+A validator that cannot open its session for a sample raises `ValidatorStartError` out of the
+policy: the sample cannot be judged as configured, so it must not pass as if it had been.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
+from foldem.core.errors import FoldemError
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 
 Mode = Literal["hard", "soft"]
@@ -28,6 +32,17 @@ class Decision:
     verdict: Verdict | None = None  # the verdict that decided a rejection
     utility: float = 1.0
     final_answer: str | None = None
+
+
+class ValidatorStartError(FoldemError):
+    """Validators whose `open` raised (a bug in the validator): `validators` names them, the
+    message says what each raised."""
+
+    def __init__(self, failures: list[tuple[str, Exception]]) -> None:
+        self.validators = [name for name, _ in failures]
+        super().__init__("; ".join(
+            f"validator {name!r} could not start judging ({type(exc).__name__}: {exc})"[:300]
+            for name, exc in failures))
 
 
 @dataclass(slots=True)
@@ -48,16 +63,15 @@ class StagePolicy:
     final_answer: str | None = None
     _sessions: list[tuple[ValidatorSession, ConfiguredValidator]] = field(default_factory=list)
 
-    #: Validators whose `open` raised: a bug in the validator, so it is skipped for this sample
-    #: (like a `feed` that raises) rather than crashing the sample or the shard.
-    broken: list[str] = field(default_factory=list)
-
     def __post_init__(self) -> None:
+        failures: list[tuple[str, Exception]] = []
         for cv in self.validators:
             try:
                 self._sessions.append((cv.validator.open(self.ctx), cv))
             except Exception as exc:  # noqa: BLE001 - contract: open never raises; enforce it
-                self.broken.append(f"{cv.validator.name}: {type(exc).__name__}: {exc}"[:300])
+                failures.append((cv.validator.name, exc))
+        if failures:  # every one of them, not only the first: one fix-up round for the author
+            raise ValidatorStartError(failures)
 
     def judge(self, checkpoint: Checkpoint) -> Decision:
         worst_soft: Verdict | None = None

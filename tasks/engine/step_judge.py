@@ -15,15 +15,13 @@ early exit) waits for the judgements still out before the sample is accepted.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from foldem.core.errors import EndpointError
 from foldem.spec.sections import StepJudge
+from tasks.endpoints.base import ChatRequest, Message
 from tasks.endpoints.pool import CallAttempt, EndpointPool
-from tasks.engine.judge_score import parse_judge_score
-from tasks.records.models import LedgerEntry, RejectionRecord, WorkItem
-
-VALIDATOR_NAME = "step_judge"
+from tasks.engine.judge_score import parse_judge_score, passes
 
 
 @dataclass(slots=True)
@@ -52,6 +50,8 @@ class StepJudgeRun:
         self.cfg = cfg
         self.pool = pool
         self.problem = problem
+        # A verdict, not a sample: the same greedy request for every prefix but its messages.
+        self._request = ChatRequest(messages=(), max_tokens=cfg.max_tokens, temperature=0.0)
         self.judgements: list[Judgement] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._steps = 0
@@ -72,16 +72,15 @@ class StepJudgeRun:
         self.judgements.append(judgement)
         self._tasks.append(asyncio.create_task(self._judge(judgement, prefix)))
 
-    def _messages(self, prefix: str) -> list[dict[str, str]]:
+    def _messages(self, prefix: str) -> tuple[Message, ...]:
         user = _fill(self.cfg.template, self.problem, prefix)
         system = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
-        return [*system, {"role": "user", "content": user}]
+        return (*system, {"role": "user", "content": user})
 
     async def _judge(self, judgement: Judgement, prefix: str) -> None:
+        request = replace(self._request, messages=self._messages(prefix))
         try:
-            async with self.pool.stream(self._messages(prefix), attempts=judgement.attempts,
-                                        max_tokens=self.cfg.max_tokens, temperature=0.0,
-                                        top_p=1.0, seed=None) as call:
+            async with self.pool.stream(request, attempts=judgement.attempts) as call:
                 async for delta in call:
                     # The rubric puts the score first: once its line is complete the verdict
                     # is known, and the reason after it would only cost latency and tokens.
@@ -90,7 +89,7 @@ class StepJudgeRun:
                         break
             judgement.reply = judgement.attempts[-1].stats.text
             judgement.score = parse_judge_score(judgement.reply)
-            if (judgement.score is None or judgement.score < self.cfg.accept_at) and (
+            if not passes(judgement.score, self.cfg.accept_at) and (
                     self.rejected is None or judgement.steps < self.rejected.steps):
                 self.rejected = judgement
         except EndpointError as exc:
@@ -104,45 +103,3 @@ class StepJudgeRun:
         """Wait for every judgement still out (the stream ended or exited early)."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-
-    def rejection(self, stage: str, *, tokens_at_fire: int, checkpoint: int,
-                  expected_tokens: int | None) -> RejectionRecord | None:
-        """The rejection record of the decisive judgement, if one rejected."""
-        j = self.rejected
-        if j is None:
-            return None
-        if j.score is None:
-            reason, detail = "judge_unparseable", (
-                f"no 1-5 score in the step judge's reply after step {j.steps}: {j.reply[:200]!r}")
-        else:
-            reason, detail = "low_judge_score", (
-                f"step judge scored the solution through step {j.steps} at {j.score} "
-                f"(accepts at {self.cfg.accept_at})")
-        return RejectionRecord(
-            stage=stage, checkpoint=checkpoint, validator=VALIDATOR_NAME, reason_code=reason,
-            detail=detail, step_index=j.steps - 1, tokens_at_fire=tokens_at_fire,
-            fraction_at_fire=tokens_at_fire / expected_tokens if expected_tokens else None)
-
-
-def judge_ledger_entries(judgements: list[Judgement], *, run_id: str, item: WorkItem,
-                         stage: str) -> list[LedgerEntry]:
-    """A ledger row per endpoint each judgement's call went to (call_kind 'step_judge')."""
-    rows = []
-    for judgement in judgements:
-        for attempt in judgement.attempts:
-            st = attempt.stats
-            if not st.attempts:
-                continue  # no request was sent
-            rows.append(LedgerEntry(
-                run_id=run_id, prompt_id=item.prompt.prompt_id, sample_index=item.sample_index,
-                stage=stage, call_kind="step_judge", endpoint=attempt.endpoint.name,
-                model=attempt.endpoint.model, prompt_tokens=st.prompt_tokens,
-                completion_tokens=st.completion_tokens,
-                count_source="server_usage" if st.count_source == "server_usage"
-                else "tokenizer_estimate",
-                aborted=judgement.cancelled or judgement.stopped_early,
-                abort_reason="early_exit" if judgement.stopped_early else None,
-                ttft_ms=st.ttft_ms, duration_ms=st.duration_ms, finish_reason=st.finish_reason,
-                attempts=max(1, st.attempts), response_id=st.response_id, error=st.error,
-                started_at=attempt.started_at))
-    return rows

@@ -10,167 +10,31 @@ Both list the samples in the same order (prompt_id, sample_index): row i of one 
 other. manifest.json (an `ExportManifest`) names the run, its spec hash, counts and each file's
 sha256; it is written last, so a directory with a manifest holds a complete export.
 
-Rows are streamed from a server-side cursor in batches and Parquet is written one row group at a
-time, so memory stays bounded however large the run. Every file is written under a temporary
-name and renamed into place, so a reader never sees half a file.
+Rows are streamed from a server-side cursor in batches into one sink per file (one sink class per
+format, tasks/outputs/sinks.py), so memory stays bounded however large the run. Every file is
+written under a temporary name and renamed into place, so a reader never sees half a file.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from foldem import __version__
 from foldem.core.errors import ConfigError, DatabaseError
+from foldem.spec.sections import EXPORT_FORMATS, ExportFormat
+from tasks.outputs.manifest import FORMS, MANIFEST_NAME, ExportManifest
+from tasks.outputs.sinks import SINKS, Sink
 from tasks.store.db import get_engine, session_scope
 from tasks.store.schema import runs, samples
 from tasks.store.solutions import solution_text, solve_stage_names
 
-if TYPE_CHECKING:  # pyarrow is imported only when exporting Parquet (~0.5 s)
-    import pyarrow as pa
-
-ExportFormat = Literal["jsonl", "parquet"]
-ExportForm = Literal["chat", "plain"]
-EXPORT_FORMATS: tuple[ExportFormat, ...] = ("jsonl", "parquet")
-FORMS: tuple[ExportForm, ...] = ("chat", "plain")
-MANIFEST_NAME = "manifest.json"
 FETCH_ROWS = 1000  # rows per round trip from the server-side cursor
-ROW_GROUP_ROWS = 10_000  # Parquet row group size: large enough to compress, small to hold
-PLAIN_COLUMNS = ("problem", "solution", "answer", "reference_answer", "run_id", "prompt_id",
-                 "sample_index")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ExportedFile(_Model):
-    name: str = Field(description="File name inside the export directory.")
-    form: ExportForm
-    format: ExportFormat
-    rows: int
-    bytes: int
-    sha256: str
-
-
-class ExportManifest(_Model):
-    """What manifest.json says about an export."""
-
-    run_id: str
-    job_name: str
-    spec_hash: str
-    code_version: str = Field(description="The foldem code that generated the run.")
-    run_status: str
-    rows: int = Field(description="Accepted samples exported (the rows of every file).")
-    samples_by_status: dict[str, int] = Field(
-        description="All of the run's samples by status when the export was made.")
-    system_prompt: str | None = None
-    row_order: str = "prompt_id, sample_index"
-    files: list[ExportedFile]
-    created_at: datetime
-    foldem_version: str = __version__
-
-
-# ------------------------------------------------------------------- which text is the solution
-
-
-# -------------------------------------------------------------------------------- the writers
-
-
-def _json_line(row: Mapping[str, Any]) -> bytes:
-    # U+2028/2029 are legal inside JSON strings but are line breaks to str.splitlines and some
-    # JSONL readers: escape them so one sample is always exactly one line.
-    text = json.dumps(row, ensure_ascii=False)
-    return (text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029") + "\n").encode()
-
-
-def _arrow_schema(form: ExportForm) -> pa.Schema:
-    import pyarrow as pa
-
-    if form == "chat":
-        message = pa.struct([("role", pa.string()), ("content", pa.string())])
-        return pa.schema([("messages", pa.list_(message))])
-    return pa.schema([(name, pa.int64() if name == "sample_index" else pa.string())
-                      for name in PLAIN_COLUMNS])
-
-
-class _Sink:
-    """One output file under a temporary name; `rows` batches in, `finish` renames it."""
-
-    def __init__(self, out_dir: Path, form: ExportForm, fmt: ExportFormat) -> None:
-        self.form, self.format = form, fmt
-        self.path = out_dir / f"{form}.{fmt}"
-        self.tmp = out_dir / f".{form}.{fmt}.tmp-{os.getpid()}"
-        self.rows = 0
-        self._pending: list[dict[str, Any]] = []
-        self._file: IO[bytes] | None = None
-        self._parquet: Any = None
-        if fmt == "jsonl":
-            self._file = self.tmp.open("wb")
-        else:
-            import pyarrow.parquet as pq
-
-            self._parquet = pq.ParquetWriter(self.tmp, _arrow_schema(form))
-
-    def write(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.rows += len(rows)
-        if self._file is not None:
-            self._file.write(b"".join(_json_line(r) for r in rows))
-            return
-        self._pending.extend(rows)
-        while len(self._pending) >= ROW_GROUP_ROWS:
-            self._write_row_group(self._pending[:ROW_GROUP_ROWS])
-            del self._pending[:ROW_GROUP_ROWS]
-
-    def _write_row_group(self, rows: list[dict[str, Any]]) -> None:
-        import pyarrow as pa
-
-        table = pa.Table.from_pylist(rows, schema=_arrow_schema(self.form))
-        self._parquet.write_table(table, row_group_size=len(rows))
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-        elif self._parquet is not None:
-            if self._pending:
-                self._write_row_group(self._pending)
-                self._pending = []
-            self._parquet.close()  # an export with no rows is still a valid file with the schema
-
-    def finish(self) -> ExportedFile:
-        os.replace(self.tmp, self.path)
-        return ExportedFile(name=self.path.name, form=self.form, format=self.format,
-                            rows=self.rows, bytes=self.path.stat().st_size,
-                            sha256=file_sha256(self.path))
-
-    def discard(self) -> None:
-        try:
-            self.close()
-        except Exception:  # noqa: BLE001 - already failing; the original error is what matters
-            pass
-        self.tmp.unlink(missing_ok=True)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-# ------------------------------------------------------------------------------------- export
 
 
 def _accepted_batches(session: Session, run_id: str, solve_stages: frozenset[str],
@@ -234,11 +98,11 @@ def export_run(database_url: str, *, run_id: str, out_dir: Path,
         by_status = {s: n for s, n in session.execute(
             select(samples.c.status, func.count()).where(samples.c.run_id == run_id)
             .group_by(samples.c.status)).tuples()}
-        sinks: list[_Sink] = []
+        sinks: list[Sink] = []
         try:
             for form in FORMS:
                 for fmt in chosen:
-                    sinks.append(_Sink(out_dir, form, fmt))
+                    sinks.append(SINKS[fmt](out_dir, form))
             for plain in _accepted_batches(session, run_id, solve_stage_names(run.spec)):
                 chat = _chat_rows(plain, system_prompt)
                 for sink in sinks:

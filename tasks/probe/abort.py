@@ -179,9 +179,18 @@ async def measure_with_monitor(http: ProbeHttp, monitor: ServerMonitor, body: di
         natural_end_possible=would_have_ended(read, body["max_tokens"], 2 * settle))
     growth = (later.generated - at_close.generated
               if later.generated is not None and at_close.generated is not None else None)
+    predicted = (later.predicted - before.predicted
+                 if later.predicted is not None and before.predicted is not None else None)
+    if predicted is not None and not later.busy:
+        # The request was counted when the server dropped it: everything it decoded, less
+        # what the probe read, came after the hang-up (or sat unread in the socket).
+        growth = max(predicted - read.tokens_read, 0)
+    else:
+        predicted = None  # still running: not counted yet
     return AbortMeasurement(
         method=monitor.method, verdict=verdict, detail=detail,
         tokens_read_before_close=read.tokens_read, server_tokens_after_close=growth,
+        server_tokens_predicted=predicted,
         busy_before=before.busy, busy_during=during.busy if during else None,
         busy_after=later.busy, settle_seconds=2 * settle, tokens_per_second=read.rate)
 

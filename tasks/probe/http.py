@@ -17,8 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from foldem.core.chat_stream import StreamChunk
 from foldem.core.errors import EndpointAuthError, EndpointError, EndpointUnreachableError
-from tasks.probe.models import ProbeChunk, StreamObservation
+from tasks.probe.models import StreamObservation
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -62,7 +63,7 @@ class ChatStream:
         self.event_stream = response.headers.get("content-type", "").startswith(
             "text/event-stream")
 
-    async def chunks(self) -> AsyncGenerator[ProbeChunk, None]:
+    async def chunks(self) -> AsyncGenerator[StreamChunk, None]:
         async for line in self.response.aiter_lines():
             if not line.startswith("data:"):
                 continue
@@ -71,7 +72,7 @@ class ChatStream:
                 self.done = True
                 return
             try:
-                yield ProbeChunk.model_validate_json(data)
+                yield StreamChunk.model_validate_json(data)
             except ValidationError:
                 raise EndpointError(self.endpoint, f"malformed stream event: {data[:200]!r}"
                                     ) from None

@@ -1,16 +1,16 @@
 """Wire models of `foldem probe`: what one endpoint can do, and how its abort was measured.
 
 `ProbeResult` is what the probe prints, writes with `--json` and stores in `endpoint_probes`.
-The stream chunk models here read more than tasks/endpoints/protocol.py does (logprobs), leniently: the
-probe must describe odd servers, not reject them.
+Its stream's chunks are the shared chat-stream models (foldem/core/chat_stream.py): lenient, as
+the probe must describe odd servers rather than reject them, and carrying logprobs.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 #: How a disconnect was checked: a server-side counter of our request (replay), server metrics,
 #: llama.cpp's slot list, or the latency of a second request (indirect).
@@ -18,35 +18,6 @@ AbortMethod = Literal["replay_stats", "vllm_metrics", "llamacpp_slots", "llamacp
                       "timing"]
 Verdict = Literal["honoured", "not_honoured", "inconclusive"]
 ServerKind = Literal["replay", "vllm", "llama.cpp", "unknown"]
-
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class ProbeDelta(_Lenient):
-    content: str | None = None
-
-
-class ProbeLogprobs(_Lenient):
-    content: list[Any] | None = None
-
-
-class ProbeChoice(_Lenient):
-    delta: ProbeDelta | None = None
-    logprobs: ProbeLogprobs | None = None
-    finish_reason: str | None = None
-
-
-class ProbeUsage(_Lenient):
-    prompt_tokens: int | None = None
-    completion_tokens: int | None = None
-
-
-class ProbeChunk(_Lenient):
-    id: str | None = None
-    choices: list[ProbeChoice] = []
-    usage: ProbeUsage | None = None
 
 
 class StreamObservation(BaseModel):
@@ -71,6 +42,9 @@ class ServerSnapshot(BaseModel):
     busy: int | None = None
     generated: float | None = None
     finished: bool | None = None  # replay: our request ran to its natural end
+    #: llama.cpp: tokens_predicted_total, counted when a request ends or is cancelled; with
+    #: the live `generated` (decode steps) it gives the exact tokens after the hang-up.
+    predicted: float | None = None
 
 
 class AbortMeasurement(BaseModel):
@@ -79,7 +53,11 @@ class AbortMeasurement(BaseModel):
     detail: str = Field(description="What was seen, in one or two sentences.")
     tokens_read_before_close: int = 0
     server_tokens_after_close: float | None = Field(
-        None, description="Tokens the server generated after the hang-up (counter methods).")
+        None, description="Tokens the server generated after the hang-up (counter methods; "
+        "llama.cpp: the tokens it predicted for the request beyond those the probe read).")
+    server_tokens_predicted: float | None = Field(
+        None, description="llama.cpp: all tokens the server predicted for the abandoned "
+        "request (tokens_predicted_total), read and unread.")
     busy_before: int | None = None
     busy_during: int | None = None
     busy_after: int | None = None

@@ -5,9 +5,14 @@ cumulative generated-token count):
 
 * replay endpoint  GET /stats    per-request token counts: exact, for our request alone
 * vLLM             GET /metrics  vllm:num_requests_running (+waiting), vllm:generation_tokens_total
-* llama.cpp        GET /slots    slots with is_processing (on by default)
-* llama.cpp        GET /metrics  llamacpp:requests_processing, llamacpp:n_decode_total
-                                 (only with --metrics)
+* llama.cpp        GET /slots    slots with is_processing (on by default), and from /metrics
+                                 when it answers: n_decode_total, tokens_predicted_total
+* llama.cpp        GET /metrics  llamacpp:requests_processing, llamacpp:n_decode_total,
+                                 llamacpp:tokens_predicted_total (only with --metrics)
+
+llama.cpp counts a request's tokens in tokens_predicted_total when it ends or is cancelled, so
+that counter's growth over the probe, less the tokens the probe read, is exactly what the server
+decoded after the hang-up (on an otherwise idle server).
 
 `detect_monitor` tries them in that order; none found means the probe falls back to timing.
 """
@@ -89,12 +94,14 @@ class MetricsMonitor:
     own_request = False
 
     def __init__(self, http: ProbeHttp, *, method: AbortMethod, server: ServerKind,
-                 busy_names: tuple[str, ...], counter_names: tuple[str, ...]) -> None:
+                 busy_names: tuple[str, ...], counter_names: tuple[str, ...],
+                 predicted_name: str | None = None) -> None:
         self.http = http
         self.method = method
         self.server = server
         self.busy_names = busy_names
         self.counter_names = counter_names
+        self.predicted_name = predicted_name
 
     async def snapshot(self, request_id: str | None) -> ServerSnapshot | None:
         response = await self.http.get("/metrics")
@@ -105,7 +112,8 @@ class MetricsMonitor:
             return None
         busy = sum(int(values.get(name, 0)) for name in self.busy_names)
         counter = next((values[n] for n in self.counter_names if n in values), None)
-        return ServerSnapshot(busy=busy, generated=counter)
+        predicted = values.get(self.predicted_name) if self.predicted_name else None
+        return ServerSnapshot(busy=busy, generated=counter, predicted=predicted)
 
 
 def vllm_monitor(http: ProbeHttp) -> MetricsMonitor:
@@ -122,7 +130,11 @@ def llamacpp_metrics_monitor(http: ProbeHttp) -> MetricsMonitor:
                           busy_names=("llamacpp:requests_processing",
                                       "llamacpp:requests_deferred"),
                           counter_names=("llamacpp:n_decode_total",
-                                         "llamacpp:tokens_predicted_total"))
+                                         "llamacpp:tokens_predicted_total"),
+                          predicted_name=LLAMACPP_PREDICTED)
+
+
+LLAMACPP_PREDICTED = "llamacpp:tokens_predicted_total"
 
 
 class _Slot(BaseModel):
@@ -141,6 +153,8 @@ class LlamaSlotsMonitor:
 
     def __init__(self, http: ProbeHttp) -> None:
         self.http = http
+        self._metrics = llamacpp_metrics_monitor(http)
+        self._has_metrics: bool | None = None  # /metrics is off unless the server enables it
 
     async def snapshot(self, request_id: str | None) -> ServerSnapshot | None:
         response = await self.http.get("/slots")
@@ -153,8 +167,16 @@ class LlamaSlotsMonitor:
         if not slots:
             return None
         # n_decoded restarts with each task and a finished slot keeps its last value: not a
-        # counter, so only `busy` speaks here.
-        return ServerSnapshot(busy=sum(s.is_processing for s in slots))
+        # counter, so the busy count comes from here and the counters from /metrics.
+        busy = sum(s.is_processing for s in slots)
+        counters = None
+        if self._has_metrics is not False:
+            counters = await self._metrics.snapshot(request_id)
+            self._has_metrics = counters is not None
+        if counters is None:
+            return ServerSnapshot(busy=busy)
+        return ServerSnapshot(busy=busy, generated=counters.generated,
+                              predicted=counters.predicted)
 
 
 def monitor_for(method: AbortMethod, http: ProbeHttp) -> ServerMonitor | None:

@@ -4,16 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Literal
+from enum import StrEnum
 from uuid import UUID, uuid4
 
 from pydantic import BaseModel, ConfigDict, Field
 
-SampleStatus = Literal["accepted", "rejected", "failed"]
-FINAL_STATUSES: tuple[SampleStatus, ...] = ("accepted", "rejected", "failed")
-CountSource = Literal["server_usage", "tokenizer_estimate"]
-AbortReason = Literal["rejected", "early_exit"]
-CallKind = Literal["generate", "step_judge"]
+# The closed sets below are StrEnums: a member is its value as a str, so Postgres columns, JSON
+# and comparisons with plain strings see exactly the strings they always did.
+
+
+class SampleStatus(StrEnum):
+    """A sample's final state (every stored status is final)."""
+
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    FAILED = "failed"
+
+
+FINAL_STATUSES: tuple[SampleStatus, ...] = tuple(SampleStatus)
+
+
+class CountSource(StrEnum):
+    """Where a call's token counts come from."""
+
+    SERVER_USAGE = "server_usage"  # the endpoint's own usage figures
+    TOKENIZER_ESTIMATE = "tokenizer_estimate"  # the endpoint reported none: counted here
+
+
+class AbortReason(StrEnum):
+    """Why a call's stream was closed before it ended."""
+
+    REJECTED = "rejected"
+    EARLY_EXIT = "early_exit"  # the answer was complete (or a judge's score line was)
+
+
+class CallKind(StrEnum):
+    """What a call was for."""
+
+    GENERATE = "generate"  # a stage's generation
+    STEP_JUDGE = "step_judge"  # a step judge's verdict on a partial solution
 
 
 class _Model(BaseModel):
@@ -43,12 +72,12 @@ class LedgerEntry(_Model):
     prompt_id: str
     sample_index: int
     stage: str
-    call_kind: CallKind = "generate"
+    call_kind: CallKind = CallKind.GENERATE
     endpoint: str
     model: str
     prompt_tokens: int | None = None
     completion_tokens: int = 0
-    count_source: CountSource = "tokenizer_estimate"
+    count_source: CountSource = CountSource.TOKENIZER_ESTIMATE
     aborted: bool = False
     abort_reason: AbortReason | None = None
     expected_tokens: int | None = None

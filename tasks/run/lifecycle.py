@@ -12,6 +12,7 @@ from foldem import PROJECT_ROOT, __version__
 from foldem.spec.job import JobSpec
 from tasks.records.models import RunSummary, SampleResult, WorkItem
 from tasks.run.claims import ShardRow, register_shards
+from tasks.store import storage
 from tasks.store.db import get_engine, migrate, resolve_database_url, session_scope
 from tasks.store.schema import runs
 from tasks.store.storage import done_keys, finish_run, save_results, start_run, summarize_run
@@ -76,6 +77,12 @@ def read_summary(database_url: str, *, run_id: str) -> RunSummary:
     """The run's summary as stored, changing nothing (a peer finalized it)."""
     with session_scope(get_engine(database_url)) as session:
         return summarize_run(session, run_id=run_id)
+
+
+def mark_interrupted(database_url: str, *, run_id: str) -> bool:
+    """Record that the run was stopped by an interrupt (Ctrl-C, SIGTERM): it stays resumable."""
+    with session_scope(get_engine(database_url)) as session:
+        return storage.mark_interrupted(session, run_id=run_id)
 
 
 def complete_run(database_url: str, *, run_id: str, status: str) -> RunSummary:

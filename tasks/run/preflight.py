@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from foldem.core.errors import EndpointError
-from foldem.spec.endpoints import REPLAY
+from foldem.core.errors import EndpointError, LocalModelUnavailableError
+from foldem.spec.endpoints import EMBEDDED, LOCAL
 from foldem.spec.job import JobSpec
+from tasks.endpoints.base import StreamingEndpoint
 from tasks.endpoints.client import EndpointClient, resolve_api_key
+from tasks.endpoints.local_model import bundled_model_path, check_server_installed
 from tasks.engine.runner import Engine
 
 
 async def preflight_clients(job: JobSpec,
-                            clients: Mapping[str, EndpointClient]) -> dict[str, EndpointError]:
+                            clients: Mapping[str, StreamingEndpoint]
+                            ) -> dict[str, EndpointError]:
     """Preflight every client; return the endpoints that failed. Raises the failure of the
     first stage none of whose endpoints answer, or whose step judge does not: a dead server or a
     refused key fails here, with a clear message, unless the stage lists another endpoint that
@@ -47,12 +50,26 @@ async def preflight_run(engine: Engine) -> list[str]:
 
 
 async def check_endpoints(job: JobSpec) -> None:
-    """Preflight every configured endpoint that is not the bundled replay, before a run starts
-    (`foldem run`); see `preflight_clients` for which failures stop it."""
+    """Preflight every configured endpoint that foldem does not start itself (the replay, the
+    local model server), before a run starts (`foldem run`); see `preflight_clients` for which
+    failures stop it. The local model server's installation is checked here too."""
+    if any(ep.base_url == LOCAL for ep in job.endpoints):
+        check_local_model(job)
     clients = {ep.name: EndpointClient(ep, base_url=ep.base_url, api_key=resolve_api_key(ep))
-               for ep in job.endpoints if ep.base_url != REPLAY}
-    try:  # the replay endpoints are not in `clients`: they count as live
+               for ep in job.endpoints if ep.base_url not in EMBEDDED}
+    try:  # the embedded endpoints are not in `clients`: they count as live
         await preflight_clients(job, clients)
     finally:
         for client in clients.values():
             await client.aclose()
+
+
+def check_local_model(job: JobSpec) -> None:
+    """Raise LocalModelUnavailableError when the local model server could not start: xllamacpp
+    or the model file missing (before Prefect starts, with what to install)."""
+    check_server_installed()
+    if job.local.model_path is None:
+        bundled_model_path()
+    elif not job.resolve_path(job.local.model_path).is_file():
+        raise LocalModelUnavailableError(
+            f"local.model_path: {job.resolve_path(job.local.model_path)} does not exist")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 import threading
 import warnings
@@ -29,9 +30,16 @@ HOW_TO_FIX = ("set DATABASE_URL to a reachable server (postgresql://user:passwor
 
 
 def one_line(text: str, secret: str | None = None) -> str:
-    """A driver or tool message on one line, with a secret (a password) masked."""
+    """A driver or tool message on one line, with a password masked where it stands as one: in
+    a URL's user-info (`:secret@`) or a `password=` field. Masking every occurrence of the
+    characters would garble the message when the password is short ("p" in "port")."""
     line = " ".join(part.strip() for part in text.splitlines() if part.strip())
-    return line.replace(secret, "***") if secret else line
+    if not secret:
+        return line
+    quoted = re.escape(secret)
+    line = re.sub(rf"(://[^\s:/@]*:){quoted}@", r"\1***@", line)
+    return re.sub(rf"(password\s*=\s*)(['\"]?){quoted}\2", r"\1\2***\2", line,
+                  flags=re.IGNORECASE)
 
 
 _EMBEDDED_THREAD_LOCK = threading.Lock()  # fcntl locks do not exclude threads of one process

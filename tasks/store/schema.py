@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
-RUN_STATUSES = ("running", "completed", "failed", "quarantined")
+RUN_STATUSES = ("running", "completed", "failed", "quarantined", "interrupted")
 
 
 def _created_at() -> Column[datetime]:

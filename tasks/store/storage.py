@@ -193,6 +193,14 @@ def save_results(session: Session, *, results: Sequence[SampleResult]) -> int:
     return len(inserted)
 
 
+def mark_interrupted(session: Session, *, run_id: str) -> bool:
+    """Mark a run that is still 'running' as 'interrupted' (resumable); False if it was not
+    running (finished already, or never started)."""
+    done = session.execute(update(runs).where(runs.c.run_id == run_id, runs.c.status == "running")
+                           .values(status="interrupted", ended_at=func.now()))
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
 def finish_run(session: Session, *, run_id: str, status: str) -> None:
     """Record the run's final status and end time."""
     if status not in RUN_STATUSES:

@@ -3,67 +3,22 @@ over HTTP, and embedded Postgres. Checks the ledger against what the endpoint sa
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import text
 
 from foldem.core.errors import RunConflictError
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from tasks.store.db import get_engine
-from tests.support.tracedata import SHARED_DATA, require_shared
+from tests.support.jobs import PACE, job_dict, run_flow, write_job
+from tests.support.replay import replay_fixture
 
 pytestmark = pytest.mark.integration
 
-PACE = 50  # tokens/s per stream: the client closes well within one token interval
-
-
-def job_dict(base_url: str, *, limit: int = 12, samples: int = 4, name: str = "it-gsm8k",
-             validators: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    return {
-        "name": name,
-        "prompts": {"path": str(SHARED_DATA / "gsm8k" / "test.jsonl"), "field": "question",
-                    "reference_field": "answer", "reference_pattern": r"####\s*(.+)$",
-                    "limit": limit},
-        "samples_per_prompt": samples,
-        "endpoints": [{"name": "replay", "base_url": base_url, "model": "*",
-                       "max_concurrent_streams": 8}],
-        "replay": {"traces": [str(SHARED_DATA / "traces" / "gsm8k_gpt3_dev.jsonl")],
-                   "tokens_per_second": PACE},
-        "sampling": {"temperature": 0.7, "max_tokens": 512},
-        "stages": [{
-            "name": "solve", "template": "Solve step by step.\n\n{problem}",
-            "expected_tokens": 120, "early_exit": True,
-            "validators": validators if validators is not None else [
-                {"name": "arithmetic"}, {"name": "final_answer"}, {"name": "reference_answer"}],
-        }],
-        "shard_size": 8,
-        "export": {"dir": "{job}-{run_id}"},
-    }
-
-
-def write_job(tmp_path: Path, data: dict[str, Any], name: str = "job.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-@pytest.fixture(scope="module")
-def replay() -> Iterator[ReplayServer]:
-    require_shared()
-    traces = [SHARED_DATA / "traces" / "gsm8k_gpt3_dev.jsonl"]
-    with start_replay_server(traces, tokens_per_second=PACE) as srv:
-        yield srv
-
-
-def run_flow(job_path: Path, run_id: str, db_url: str):
-    from flows.generate import generate
-
-    return asyncio.run(generate(job_path=str(job_path), run_id=run_id, database_url=db_url))
+#: The endpoint: the gpt3 traces, paced as the job's replay section says.
+replay = replay_fixture("gpt3", tokens_per_second=PACE)
 
 
 def ledger_rows(db_url: str, run_id: str) -> list[Any]:

@@ -30,8 +30,8 @@ import yaml
 from pydantic import BaseModel
 
 from foldem import PROJECT_ROOT
-from tests.flows.test_generate_flow import job_dict
 from tests.support.fake_endpoint import closed_port
+from tests.support.jobs import job_dict
 from tests.support.tracedata import require_shared
 
 

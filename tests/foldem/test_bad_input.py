@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support.fake_endpoint import FakeEndpoint, closed_port, running_fake
+from tests.support.fake_endpoint import FakeEndpoint, closed_port, fake_fixture
 
 FOLDEM = [sys.executable, "-m", "foldem.cli.main"]
 PROMPTS = [{"id": "p1", "question": "Tom has 3 apples and buys 4 more. How many apples now?"},
@@ -153,11 +153,7 @@ PROMPT_DATA = {"prompt file missing", "non-UTF-8 line", "invalid JSON line", "10
 KEYED = {"wrong API key", "API key variable unset"}  # run against a server that wants a key
 
 
-@pytest.fixture(scope="module")
-def keyed_endpoint() -> Iterator[FakeEndpoint]:
-    with running_fake() as fake:
-        fake.reset(auth_key="sk-the-right-key")
-        yield fake
+keyed_endpoint = fake_fixture(auth_key="sk-the-right-key")
 
 
 def run_foldem(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -200,6 +196,7 @@ def outcomes(keyed_endpoint: FakeEndpoint, tmp_path_factory: pytest.TempPathFact
 
 
 @pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.integration  # `foldem run` in a subprocess, per case
 def test_bad_input_gets_a_specific_message_and_exit_code(
         name: str, outcomes: dict[str, subprocess.CompletedProcess[str]]) -> None:
     case = CASES[name]

@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.flows.test_generate_flow import job_dict
 from tests.support.fake_endpoint import closed_port
+from tests.support.jobs import job_dict
 from tests.support.tracedata import require_shared
+
+pytestmark = pytest.mark.integration  # every test runs `foldem` in a subprocess
 
 FOLDEM = [sys.executable, "-m", "foldem.cli.main"]
 
@@ -69,6 +71,24 @@ def test_dead_endpoint_exits_4(tmp_path: Path) -> None:
     res = run_cli(["run", str(write(tmp_path, data))], tmp_path)
     assert res.returncode == 4, res.stderr[-2000:]
     assert "cannot connect" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_unreachable_database_is_one_line_before_prefect(tmp_path: Path) -> None:
+    """A database URL to nowhere: exit 5 with one line naming the place, its password masked
+    as a field (a one-letter password must not garble the words around it), and no Prefect
+    start (no flow run, no retries)."""
+    require_shared()
+    data = job_dict("replay", limit=1, samples=1)
+    url = f"postgresql://analyst:p@127.0.0.1:{closed_port()}/nowhere"
+    res = run_cli(["run", str(write(tmp_path, data)), "--database-url", url], tmp_path,
+                  timeout=60)
+    assert res.returncode == 5, res.stderr[-2000:]
+    lines = [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert "cannot connect to Postgres at 127.0.0.1:" in lines[0]
+    assert "***ort" not in lines[0] and "acce***ting" not in lines[0]
+    assert "Traceback" not in lines[0] and "Flow run" not in lines[0]
+    assert not (tmp_path / "prefect-home").exists()  # Prefect never started
 
 
 @pytest.mark.integration

@@ -1,4 +1,5 @@
-"""foldem.core.data: data:// resolution order, downloads (faked), the GPT-3 trace converter, JSONL."""
+"""foldem.core.data: data:// resolution order, downloads (faked), the GPT-3 trace converter,
+JSONL."""
 
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ def trace_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.integration  # starts `foldem replay serve`
 def test_start_serve_stop(trace_file: Path) -> None:
     srv = start_replay_server([trace_file])
     with srv:
@@ -39,6 +40,7 @@ def test_start_serve_stop(trace_file: Path) -> None:
         srv.stats()
 
 
+@pytest.mark.integration  # starts `foldem replay serve`
 def test_data_uri_resolved_in_the_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "traces").mkdir()
     (tmp_path / "traces" / "mine.jsonl").write_text(TRACE)
@@ -55,6 +57,7 @@ def test_data_uri_resolved_in_the_server(tmp_path: Path, monkeypatch: pytest.Mon
     ("content", "message"),
     [(None, "no such file"), (TRACE + "{broken\n", "one.jsonl:2: invalid JSON")],
 )
+@pytest.mark.integration  # starts `foldem replay serve`
 def test_server_errors_surface_with_their_message(tmp_path: Path, content: str | None,
                                                   message: str) -> None:
     path = tmp_path / "one.jsonl"
@@ -66,11 +69,13 @@ def test_server_errors_surface_with_their_message(tmp_path: Path, content: str |
     assert "Traceback" not in info.value.message  # a user mistake is a message, not a crash
 
 
+@pytest.mark.integration  # starts `foldem replay serve`
 def test_startup_timeout(trace_file: Path) -> None:
     with pytest.raises(ReplayServerError, match="did not become healthy within 0.01 s"):
         start_replay_server([trace_file], startup_timeout=0.01)
 
 
+@pytest.mark.integration  # starts `foldem replay serve`
 def test_port_in_use_is_a_clear_error(trace_file: Path) -> None:
     with start_replay_server([trace_file]) as first:
         result = subprocess.run(

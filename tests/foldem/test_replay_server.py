@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from foldem.replay.launcher import ReplayServer, start_replay_server
 from foldem.replay.protocol import RequestStats
 from foldem.replay.traces import SubstringIndex, TraceLibrary
 from tests.support import tracedata
+from tests.support.replay import replay_fixture
 
 # Made-up traces. COWS has three generators; one step mixes in characters that o200k splits
 # into several byte tokens, so some chunks must carry more than one token.
@@ -52,37 +52,22 @@ TEXTS = {"cows-a": "He had 12 cows and buys 5: 12 + 5 = 17.\nA: 17",
          "cows-c": "12 + 5 = 18\nA: 18", "train-a": "\n".join(TRAIN_STEPS)}
 
 
-@pytest.fixture(scope="module")
-def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("traces") / "made_up.jsonl"
+def write_made_up(directory: Path) -> Path:
+    path = directory / "made_up.jsonl"
     path.write_text("\n".join(MADE_UP) + "\n", encoding="utf-8")
     return path
 
 
 @pytest.fixture(scope="module")
-def server(trace_file: Path) -> Iterator[ReplayServer]:
-    with start_replay_server([trace_file]) as srv:
-        yield srv
+def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_made_up(tmp_path_factory.mktemp("traces"))
 
 
-@pytest.fixture(scope="module")
-def paced(trace_file: Path) -> Iterator[ReplayServer]:
-    # Slow enough (50 ms a token) that a client on a busy machine reads each chunk in time.
-    with start_replay_server([trace_file], tokens_per_second=20) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def paced_ignoring(trace_file: Path) -> Iterator[ReplayServer]:
-    with start_replay_server([trace_file], tokens_per_second=100, ignore_disconnect=True) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def shared_server() -> Iterator[ReplayServer]:
-    tracedata.require_shared()
-    with start_replay_server(list(tracedata.TRACE_FILES.values())) as srv:
-        yield srv
+server = replay_fixture(write_made_up)
+# Slow enough (50 ms a token) that a client on a busy machine reads each chunk in time.
+paced = replay_fixture(write_made_up, tokens_per_second=20)
+paced_ignoring = replay_fixture(write_made_up, tokens_per_second=100, ignore_disconnect=True)
+shared_server = replay_fixture(list(tracedata.TRACE_FILES))
 
 
 def client(srv: ReplayServer) -> AsyncOpenAI:
@@ -275,6 +260,7 @@ async def test_malformed_requests_get_openai_errors(server: ReplayServer, body: 
         assert error["param"] == param
 
 
+@pytest.mark.integration  # starts a server of its own
 async def test_models_health_and_stats_reset(trace_file: Path) -> None:
     with start_replay_server([trace_file]) as srv:
         models = await client(srv).models.list()

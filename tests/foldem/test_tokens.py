@@ -59,6 +59,7 @@ def _run_fresh(code: str, env_updates: dict[str, str]) -> subprocess.CompletedPr
                           timeout=120, check=False)
 
 
+@pytest.mark.integration  # a fresh Python process
 def test_works_offline_from_an_empty_state_dir(tmp_path: Path) -> None:
     code = "from foldem.core.tokens import count_tokens; print(count_tokens('hello world'))"
     result = _run_fresh(code, {"FOLDEM_STATE_DIR": str(tmp_path)})
@@ -68,10 +69,11 @@ def test_works_offline_from_an_empty_state_dir(tmp_path: Path) -> None:
     assert hashlib.sha256(seeded.read_bytes()).hexdigest() == O200K_SHA256
 
 
+@pytest.mark.integration  # a fresh Python process
 def test_respects_a_user_set_tiktoken_cache_dir(tmp_path: Path) -> None:
     user_cache, state = tmp_path / "user-cache", tmp_path / "state"
-    code = ("import os; from foldem.core.tokens import count_tokens; print(count_tokens('hi there'), "
-            "os.environ['TIKTOKEN_CACHE_DIR'])")
+    code = ("import os; from foldem.core.tokens import count_tokens; "
+            "print(count_tokens('hi there'), os.environ['TIKTOKEN_CACHE_DIR'])")
     result = _run_fresh(code, {"TIKTOKEN_CACHE_DIR": str(user_cache),
                                "FOLDEM_STATE_DIR": str(state)})
     assert result.returncode == 0, result.stderr

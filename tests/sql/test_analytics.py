@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from types import ModuleType
 from typing import Any
 
@@ -22,70 +20,13 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.orm import Session
 
 from foldem import PROJECT_ROOT
-from tasks.records.models import CountSource, LedgerEntry, RejectionRecord, SampleResult
+from tasks.records.models import RejectionRecord, SampleResult
 from tasks.store import db
-from tasks.store.storage import save_results, start_run
+from tasks.store.storage import save_results
+from tests.support.samples import DAY1, DAY2, Spec, save_run
 
 ANALYTICS_VIEWS = sorted(p.stem for p in (PROJECT_ROOT / "sql" / "views" / "analytics")
                          .glob("*.sql"))
-DAY1 = datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC)  # one second before midnight UTC
-DAY2 = DAY1 + timedelta(seconds=2)
-
-
-@dataclass
-class Spec:
-    """One made-up sample: the stages it ran (one endpoint call each, in order) and, if it was
-    rejected, by which validator in its last stage and how far in."""
-
-    stages: tuple[str, ...] = ("solve",)
-    rejected_by: str | None = None
-    reason: str = "bad"
-    tokens_at_fire: int = 50
-    fraction_at_fire: float | None = 0.5
-    cut: bool = False  # the rejection aborted the call (tokens_saved = 100 - completion)
-    completion: int = 100
-    prompt: int | None = 20
-    count_source: CountSource = "server_usage"
-    model: str = "m1"
-    day: datetime = DAY1
-    ttft_ms: float | None = 50.0
-    duration_ms: float = 1000.0
-    attempts: int = 1
-    error: str | None = None
-    failed: bool = False
-
-
-def build_samples(run_id: str, endpoint: str, specs: list[Spec]) -> list[SampleResult]:
-    results = []
-    for i, s in enumerate(specs):
-        ledger = [LedgerEntry(
-            run_id=run_id, prompt_id=f"p{i}", sample_index=0, stage=stage, endpoint=endpoint,
-            model=s.model, prompt_tokens=s.prompt, completion_tokens=s.completion,
-            count_source=s.count_source, aborted=s.cut and n == len(s.stages) - 1,
-            abort_reason="rejected" if s.cut and n == len(s.stages) - 1 else None,
-            expected_tokens=100, tokens_saved=max(0, 100 - s.completion)
-            if s.cut and n == len(s.stages) - 1 else 0,
-            ttft_ms=s.ttft_ms, duration_ms=s.duration_ms, attempts=s.attempts, error=s.error,
-            started_at=s.day + timedelta(milliseconds=n)) for n, stage in enumerate(s.stages)]
-        rejection = None if s.rejected_by is None else RejectionRecord(
-            stage=s.stages[-1], checkpoint=1, validator=s.rejected_by, reason_code=s.reason,
-            tokens_at_fire=s.tokens_at_fire, fraction_at_fire=s.fraction_at_fire)
-        status = "failed" if s.failed else "rejected" if rejection else "accepted"
-        results.append(SampleResult(run_id=run_id, prompt_id=f"p{i}", sample_index=0,
-                                    status=status, problem=f"made-up problem {i}",
-                                    rejection=rejection, ledger=ledger))
-    return results
-
-
-def save_run(session: Session, specs: list[Spec], *, run_id: str | None = None,
-             endpoint: str | None = None) -> tuple[str, str]:
-    """Start a run and save its samples; returns (run_id, endpoint name)."""
-    run_id = run_id or f"analytics-{uuid.uuid4().hex[:12]}"
-    endpoint = endpoint or f"ep-{uuid.uuid4().hex[:8]}"
-    start_run(session, run_id=run_id, job_name="analytics-test", spec={}, spec_hash="h",
-              code_version="test", samples_expected=len(specs))
-    save_results(session, results=build_samples(run_id, endpoint, specs))
-    return run_id, endpoint
 
 
 def _select(session: Session, sql: str, **params: Any) -> list[sa.Row[Any]]:
@@ -360,23 +301,6 @@ def test_role_is_skipped_with_a_notice_without_createrole(
 
 
 # --------------------------------------------------------------------- migration round trip
-
-
-@pytest.fixture
-def scratch_url(pg_url: str) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped afterwards."""
-    name = f"foldem_analytics_{uuid.uuid4().hex[:10]}"
-    admin = db.get_engine(pg_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as c:
-            c.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.ProgrammingError:
-        pytest.skip("the test database user may not CREATE DATABASE")
-    url = sa.engine.make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    db.get_engine(url).dispose()
-    with admin.connect() as c:
-        c.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_downgrade_drops_the_views_and_grants_but_keeps_a_shared_role(scratch_url: str) -> None:

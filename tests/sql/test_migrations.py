@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import make_url
 
 from foldem import PROJECT_ROOT
 from foldem.core.errors import DatabaseError
@@ -22,23 +19,6 @@ from tasks.store.storage import start_run
 
 VIEWS = {p.stem for p in (PROJECT_ROOT / "sql" / "views").rglob("*.sql")}
 TABLES = set(metadata.tables)
-
-
-@pytest.fixture
-def scratch_url(pg_url: str) -> Iterator[str]:
-    """A fresh, empty database on the test server, dropped afterwards."""
-    name = f"foldem_scratch_{uuid.uuid4().hex[:10]}"
-    admin = db.get_engine(pg_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.ProgrammingError:
-        pytest.skip("the test database user may not CREATE DATABASE")
-    url = make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    db.get_engine(url).dispose()
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def _relations(url: str) -> tuple[set[str], set[str]]:

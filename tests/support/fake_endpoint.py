@@ -12,8 +12,9 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -127,23 +128,45 @@ class FakeEndpoint:
 
 
 @contextmanager
-def running_fake() -> Iterator[FakeEndpoint]:
-    fake = FakeEndpoint()
+def serving(app: Any) -> Iterator[str]:
+    """An ASGI app on a loopback port in a thread (uvicorn, as `foldem replay serve` runs it);
+    yields the root URL. Starts in milliseconds, unlike a server subprocess."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    fake.port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="error", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
+        time.sleep(0.01)
     try:
-        yield fake
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:
         server.should_exit = True
         thread.join(timeout=5)
         sock.close()
+
+
+@contextmanager
+def running_fake() -> Iterator[FakeEndpoint]:
+    fake = FakeEndpoint()
+    with serving(fake.app()) as root:
+        fake.port = int(root.rsplit(":", 1)[1])
+        yield fake
+
+
+def fake_fixture(scope: Literal["function", "module"] = "module", **script: Any) -> Any:
+    """A fixture (assign it to a module attribute: its name) yielding a running FakeEndpoint,
+    its script set to `script` at the start. tests/conftest.py defines `fake` with it."""
+
+    @pytest.fixture(scope=scope)
+    def fixture() -> Iterator[FakeEndpoint]:
+        with running_fake() as fake:
+            if script:
+                fake.reset(**script)
+            yield fake
+
+    return fixture
 
 
 def closed_port() -> int:

@@ -9,7 +9,6 @@ Traces and prompts are read from ../shared/data at test time; nothing of them is
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from sqlalchemy import text
 
 from foldem.replay.protocol import ReplayStats
 from tasks.store.db import get_engine, libpq_url
-from tests.flows.test_generate_flow import job_dict
+from tests.support.jobs import job_dict
 from tests.support.tracedata import SHARED_DATA, require_shared
 
 GSM8K_TEST = SHARED_DATA / "gsm8k" / "test.jsonl"
@@ -54,12 +53,6 @@ def reliability_job(base_url: str, *, limit: int, samples: int, name: str,
                                 timeouts=timeouts or FAST_TIMEOUTS)
     data["shard_size"] = shard_size
     return data
-
-
-def run_flow(job_path: Path, run_id: str, db_url: str) -> Any:
-    from flows.generate import generate
-
-    return asyncio.run(generate(job_path=str(job_path), run_id=run_id, database_url=db_url))
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """validators.lib.answers: finding, normalising and comparing final answers.
 
-Real fragments are loaded by trace id at test time (tests/support/tracedata.py); made-up strings cover
-the formats and the edge cases.
+Real fragments are loaded by trace id at test time (tests/support/tracedata.py); made-up strings
+cover the formats and the edge cases.
 """
 
 from __future__ import annotations

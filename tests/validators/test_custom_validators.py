@@ -1,8 +1,8 @@
 """A user's own validators: named by dotted path in a job spec, or registered through the
 `foldem.validators` entry-point group, they load, are checked against the contract, and run
 through the same StagePolicy as the built-ins. The package under test is
-tests/support/custom_validator_pkg (importable as `tests.support.custom_validator_pkg`: pytest puts the repository
-root on sys.path because tests/ is a package)."""
+tests/support/custom_validator_pkg (importable as `tests.support.custom_validator_pkg`: pytest
+puts the repository root on sys.path because tests/ is a package)."""
 
 from __future__ import annotations
 

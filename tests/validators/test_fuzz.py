@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from foldem.core.chat_stream import StreamChunk
 from foldem.core.errors import EndpointError
-from tasks.endpoints.protocol import StreamChunk
 from tasks.endpoints.stream_call import parse_sse
 from validators.base import MAX_STEP_CHARS, ProblemContext, Validator, Verdict
 from validators.checkpoints import CheckpointSplitter

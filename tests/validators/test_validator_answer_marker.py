@@ -3,33 +3,21 @@ marker with a different answer — and no fault for the restatements correct sol
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
 
 from foldem.core.errors import ValidatorLoadError
 from tests.support.tracedata import trace, traces
+from tests.support.verdicts import first_fault
+from tests.support.verdicts import stream as feed
 from validators.base import Checkpoint, ProblemContext, Step, Verdict
-from validators.checkpoints import CheckpointSplitter
 from validators.registry import build
 
 CTX = ProblemContext(problem="How many apples are left?", expected_tokens=200)
 
-
-def stream(steps: list[str], separator: str = "\n",
-           params: dict[str, Any] | None = None) -> list[Verdict]:
-    session = build("answer_marker", params).open(CTX)
-    splitter = CheckpointSplitter(separator=separator)
-    verdicts = []
-    for i, step in enumerate(steps):
-        chunk = step + (separator if i < len(steps) - 1 else "")
-        verdicts += [session.feed(cp) for cp in splitter.push(chunk, len(chunk.split()) or 1)]
-    verdicts.append(session.feed(splitter.close()))
-    return verdicts
-
-
-def first_fault(verdicts: list[Verdict]) -> Verdict | None:
-    return next((v for v in verdicts if not v.ok), None)
+stream = partial(feed, "answer_marker", ctx=CTX)  # stream(steps, separator, params)
 
 
 def stream_trace(trace_id: str, params: dict[str, Any] | None = None) -> Verdict | None:

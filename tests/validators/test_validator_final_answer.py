@@ -3,6 +3,7 @@ ends without one (or with one that does not parse)."""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import pytest
@@ -10,25 +11,13 @@ import pytest
 from foldem.core.errors import ValidatorLoadError
 from tasks.engine.policy import Action, ConfiguredValidator, StagePolicy
 from tests.support.tracedata import trace, traces
-from validators.base import Checkpoint, ProblemContext, Step, Verdict
-from validators.checkpoints import CheckpointSplitter
+from tests.support.verdicts import CTX
+from tests.support.verdicts import stream as feed
+from validators.base import Checkpoint, Step, Verdict
 from validators.lib.answers import normalize_answer
 from validators.registry import build
 
-CTX = ProblemContext(problem="How many apples are left?")
-
-
-def stream(steps: list[str], separator: str = "\n", params: dict[str, Any] | None = None,
-           ctx: ProblemContext = CTX) -> list[Verdict]:
-    """Feed steps through the splitter as a stream would; one verdict per checkpoint."""
-    session = build("final_answer", params).open(ctx)
-    splitter = CheckpointSplitter(separator=separator)
-    verdicts = []
-    for i, step in enumerate(steps):
-        chunk = step + (separator if i < len(steps) - 1 else "")
-        verdicts += [session.feed(cp) for cp in splitter.push(chunk, len(chunk.split()) or 1)]
-    verdicts.append(session.feed(splitter.close()))
-    return verdicts
+stream = partial(feed, "final_answer")  # stream(steps, separator, params, ctx)
 
 
 def stream_trace(trace_id: str, params: dict[str, Any] | None = None) -> list[Verdict]:

@@ -8,29 +8,10 @@ import pytest
 
 from foldem.core.errors import ValidatorLoadError
 from tests.support.tracedata import trace, traces
+from tests.support.verdicts import CTX, first_fault, stream
 from validators.base import Checkpoint, ProblemContext, Step, Verdict
 from validators.builtin.repetition import MAX_DISTINCT_STEPS
-from validators.checkpoints import CheckpointSplitter
 from validators.registry import build
-
-CTX = ProblemContext(problem="How many apples are left?")
-
-
-def stream(name: str, steps: list[str], separator: str = "\n",
-           params: dict[str, Any] | None = None, ctx: ProblemContext = CTX) -> list[Verdict]:
-    """Feed steps through the splitter as a stream would; one verdict per checkpoint."""
-    session = build(name, params).open(ctx)
-    splitter = CheckpointSplitter(separator=separator)
-    verdicts = []
-    for i, step in enumerate(steps):
-        chunk = step + (separator if i < len(steps) - 1 else "")
-        verdicts += [session.feed(cp) for cp in splitter.push(chunk, len(chunk.split()) or 1)]
-    verdicts.append(session.feed(splitter.close()))
-    return verdicts
-
-
-def first_fault(verdicts: list[Verdict]) -> Verdict | None:
-    return next((v for v in verdicts if not v.ok), None)
 
 
 def trace_fault(name: str, trace_id: str, params: dict[str, Any] | None = None) -> Verdict | None:

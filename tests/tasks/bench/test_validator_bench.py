@@ -89,7 +89,8 @@ def test_throughput_and_slowest_checkpoint_are_measured(report: BenchReport) -> 
 
 
 def test_a_raising_validator_is_counted_as_errors_not_fatal(traces_file: Path) -> None:
-    report = measure_report(["tests.support.custom_validator_pkg.shouting.RaisesInFeed"], [traces_file])
+    report = measure_report(["tests.support.custom_validator_pkg.shouting.RaisesInFeed"],
+                            [traces_file])
     fig = report.per_validator["raises_in_feed"]
     assert fig.errors > 0 and fig.fired == 0 and report.combined.fired == 0
 

@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 
 from foldem.core.errors import EndpointAuthError, EndpointError, EndpointUnreachableError
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from foldem.spec.endpoints import Endpoint
+from tasks.endpoints.base import CallStats, ChatRequest
 from tasks.endpoints.client import EndpointClient
-from tasks.endpoints.stream_call import CallStats
-from tests.support.fake_endpoint import FakeEndpoint, closed_port, running_fake
-from tests.support.tracedata import TRACE_FILES, require_shared, trace
+from tests.support.fake_endpoint import FakeEndpoint, closed_port
+from tests.support.replay import replay_fixture
+from tests.support.tracedata import trace
 
-MESSAGES = [{"role": "user", "content": "What is two plus two?"}]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEndpoint]:
-    with running_fake() as f:
-        yield f
+MESSAGES = ({"role": "user", "content": "What is two plus two?"},)
 
 
 def client_for(url: str, *, key: str = "EMPTY", **endpoint: object) -> EndpointClient:
@@ -38,8 +32,8 @@ def client_for(url: str, *, key: str = "EMPTY", **endpoint: object) -> EndpointC
 async def collect(client: EndpointClient, **kw: object) -> tuple[str, CallStats]:
     stats = CallStats()
     text = ""
-    async with client.stream(MESSAGES, max_tokens=50, temperature=0, stats=stats,
-                             **kw) as call:  # type: ignore[arg-type]
+    async with client.stream(ChatRequest(MESSAGES, max_tokens=50, temperature=0,
+                                         **kw), stats=stats) as call:  # type: ignore[arg-type]
         async for delta in call:
             text += delta.text
     return text, stats
@@ -81,7 +75,8 @@ async def test_gives_up_after_max_retries(fake: FakeEndpoint) -> None:
     client = client_for(fake.base_url, max_retries=2)
     stats = CallStats()
     with pytest.raises(EndpointError) as err:
-        async with client.stream(MESSAGES, max_tokens=5, temperature=0, stats=stats):
+        async with client.stream(ChatRequest(MESSAGES, max_tokens=5, temperature=0),
+                                 stats=stats):
             pass
     assert err.value.status == 500 and err.value.retryable
     assert stats.attempts == 3 and len(fake.seen.requests) == 3
@@ -131,7 +126,8 @@ async def test_stalls_and_broken_streams_end_with_a_clear_error(
     stats = CallStats()
     t0 = time.perf_counter()
     with pytest.raises(EndpointError) as err:
-        async with client.stream(MESSAGES, max_tokens=5, temperature=0, stats=stats) as call:
+        async with client.stream(ChatRequest(MESSAGES, max_tokens=5, temperature=0),
+                                 stats=stats) as call:
             async for _ in call:
                 pass
     assert fragment in err.value.message
@@ -147,11 +143,7 @@ async def test_concurrent_streams_are_bounded(fake: FakeEndpoint) -> None:
     await client.aclose()
 
 
-@pytest.fixture(scope="module")
-def replay() -> Iterator[ReplayServer]:
-    require_shared()
-    with start_replay_server([TRACE_FILES["gpt3"]], tokens_per_second=50) as srv:
-        yield srv
+replay = replay_fixture("gpt3", tokens_per_second=50)
 
 
 ABORTED_TRACE = "gsm8k-gpt3-0-6b_verification"
@@ -165,8 +157,8 @@ async def stream_and_reject(server: ReplayServer, *, lag: float = 0.0,
     client = client_for(server.base_url)
     server.reset_stats()
     stats = CallStats()
-    messages = [{"role": "user", "content": trace(ABORTED_TRACE)["problem"]}]
-    async with client.stream(messages, max_tokens=500, temperature=0, seed=1,
+    messages = ({"role": "user", "content": trace(ABORTED_TRACE)["problem"]},)
+    async with client.stream(ChatRequest(messages, max_tokens=500, temperature=0, seed=1),
                              stats=stats) as call:
         async for delta in call:
             time.sleep(lag)  # blocks the loop, as a busy process would
@@ -186,11 +178,7 @@ async def test_abort_closes_the_stream_at_the_server(replay: ReplayServer) -> No
     assert stats.text == first or stats.text.startswith(first)
 
 
-@pytest.fixture(scope="module")
-def unpaced_replay() -> Iterator[ReplayServer]:
-    require_shared()
-    with start_replay_server([TRACE_FILES["gpt3"]], tokens_per_second=0) as srv:
-        yield srv
+unpaced_replay = replay_fixture("gpt3")
 
 
 @pytest.mark.parametrize("lag", [0.0, 0.3])

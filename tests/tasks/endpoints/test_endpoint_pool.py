@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,7 +28,7 @@ from tasks.records.models import Prompt, RunSummary, WorkItem
 from tasks.reports.summary import summary_markdown
 from tasks.run.preflight import preflight_run
 from tasks.store.storage import save_results, start_run, summarize_run
-from tests.support.fake_endpoint import FakeEndpoint, closed_port, running_fake
+from tests.support.fake_endpoint import FakeEndpoint, closed_port, fake_fixture
 
 SOLUTION = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]
 SOLVE = {"name": "solve", "template": "{problem}", "expected_tokens": 50,
@@ -47,16 +46,8 @@ class FakeClock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-def fake_a() -> Iterator[FakeEndpoint]:
-    with running_fake() as f:
-        yield f
-
-
-@pytest.fixture(scope="module")
-def fake_b() -> Iterator[FakeEndpoint]:
-    with running_fake() as f:
-        yield f
+fake_a = fake_fixture()
+fake_b = fake_fixture()
 
 
 def endpoint(name: str, url: str, **extra: Any) -> dict[str, Any]:

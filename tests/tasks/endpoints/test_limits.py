@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ from pydantic import SecretStr
 from foldem import PROJECT_ROOT
 from foldem.spec.endpoints import Endpoint
 from foldem.spec.job import JobSpec, parse_job
+from tasks.endpoints.base import ChatRequest
 from tasks.endpoints.client import EndpointClient
 from tasks.endpoints.limits import (
     LimitSpec,
@@ -35,12 +35,6 @@ from tasks.records.models import Prompt, WorkItem
 from tests.support.fake_endpoint import FakeEndpoint, running_fake
 
 TOKENS = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEndpoint]:
-    with running_fake() as f:
-        yield f
 
 
 def make_job(base_url: str, limits: dict[str, Any], *, streams: int = 8) -> JobSpec:
@@ -201,8 +195,8 @@ async def test_a_cancelled_stream_returns_its_slot(prefect_api: None, fake: Fake
                             limiter=limiters["fake"])
 
     async def stream_forever() -> None:
-        async with client.stream([{"role": "user", "content": "q"}], max_tokens=10,
-                                 temperature=0) as call:
+        request = ChatRequest(({"role": "user", "content": "q"},), max_tokens=10, temperature=0)
+        async with client.stream(request) as call:
             async for _ in call:
                 pass
 

@@ -121,6 +121,7 @@ def test_planted_secrets_appear_nowhere(keyed: FakeEndpoint, canary: str, tmp_pa
         assert tables_containing(url, secret) == {}
 
 
+@pytest.mark.integration  # starts `foldem run`
 def test_a_refused_key_is_named_by_its_variable_never_shown(keyed: FakeEndpoint,
                                                             tmp_path: Path) -> None:
     wrong = f"sk-wrong-{uuid.uuid4().hex}"

@@ -3,18 +3,17 @@ judge mode scores the quoted recording by its correctness label."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from pydantic import SecretStr
 
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from foldem.spec.job import parse_job
 from tasks.endpoints.client import EndpointClient
 from tasks.engine.judge_score import parse_judge_score
 from tasks.engine.runner import Engine, build_stage_validators
 from tasks.records.models import Prompt, WorkItem
-from tests.support.tracedata import TRACE_FILES, require_shared, traces
+from tests.support.replay import replay_fixture
+from tests.support.tracedata import traces
 
 
 @pytest.mark.parametrize(("reply", "score"), [
@@ -32,11 +31,7 @@ def test_parse_judge_score(reply: str, score: int | None) -> None:
     assert parse_judge_score(reply) == score
 
 
-@pytest.fixture(scope="module")
-def replay() -> Iterator[ReplayServer]:
-    require_shared()
-    with start_replay_server([TRACE_FILES["gpt3"]], tokens_per_second=0) as srv:
-        yield srv
+replay = replay_fixture("gpt3")
 
 
 def _seeds_by_label() -> tuple[str, dict[bool, int]]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tasks.engine.policy import Action, ConfiguredValidator, StagePolicy
+from tasks.engine.policy import Action, ConfiguredValidator, StagePolicy, ValidatorStartError
 from validators.base import Checkpoint, ProblemContext, Step, Validator, ValidatorSession, Verdict
 
 
@@ -91,9 +91,12 @@ class _BrokenOpen(Validator):
         raise RuntimeError("bug in open")
 
 
-def test_validator_open_exception_is_contained() -> None:
-    p = StagePolicy([ConfiguredValidator(_BrokenOpen(), "hard"),
-                     ConfiguredValidator(_Fake([Verdict("fake", 0.0, "bad")]), "hard")],
-                    ProblemContext("p"))
-    assert p.broken and "bug in open" in p.broken[0]
-    assert p.judge(_cp(0)).action is Action.REJECT  # the healthy validator still judges
+def test_validator_open_exception_is_raised_with_every_culprit() -> None:
+    # A validator that cannot start would leave the sample unchecked: the policy refuses to
+    # judge (the runner fails the sample) rather than let it pass as if checked.
+    with pytest.raises(ValidatorStartError) as info:
+        StagePolicy([ConfiguredValidator(_BrokenOpen(), "hard"),
+                     ConfiguredValidator(_Fake([Verdict("fake", 0.0, "bad")]), "hard"),
+                     ConfiguredValidator(_BrokenOpen(), "soft")], ProblemContext("p"))
+    assert info.value.validators == ["broken_open", "broken_open"]
+    assert "'broken_open' could not start judging (RuntimeError: bug in open)" in str(info.value)

@@ -4,7 +4,7 @@ chain, a rejection stops the sample, an endpoint failure is recorded as data, ne
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import logging
 from typing import Any
 
 import pytest
@@ -12,18 +12,14 @@ from pydantic import SecretStr
 
 from foldem.spec.job import JobSpec, parse_job
 from tasks.endpoints.client import EndpointClient
+from tasks.engine.policy import ConfiguredValidator
 from tasks.engine.runner import Engine, build_stage_validators, render_messages
 from tasks.records.models import Prompt, WorkItem
-from tests.support.fake_endpoint import FakeEndpoint, closed_port, running_fake
+from tests.support.fake_endpoint import FakeEndpoint, closed_port
+from validators.base import ProblemContext, Validator, ValidatorSession
 
 SOLUTION = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]
 RAMBLING = [" Let", " me", " double", "-check", " that", " again", "."] * 20
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeEndpoint]:
-    with running_fake() as f:
-        yield f
 
 
 def make_job(base_url: str, stages: list[dict[str, Any]], **extra: Any) -> JobSpec:
@@ -144,3 +140,29 @@ async def test_baseline_generates_in_full_then_filters_the_same_way(fake: FakeEn
         baseline.rejection.validator, baseline.rejection.step_index)
     assert not baseline.ledger[0].aborted
     assert baseline.ledger[0].completion_tokens == len(bad) > live.ledger[0].completion_tokens
+
+
+class _BrokenOpen(Validator):
+    name = "broken_open"
+    description = "raises in open()"
+
+    def open(self, ctx: ProblemContext) -> ValidatorSession:
+        raise RuntimeError("bug in open")
+
+
+async def test_a_validator_that_cannot_start_fails_the_sample_before_any_call(
+        fake: FakeEndpoint, caplog: pytest.LogCaptureFixture) -> None:
+    fake.reset(tokens=SOLUTION)
+    job = make_job(fake.base_url, [SOLVE])
+    engine = engine_for(job, fake.base_url)
+    engine.validators = {"solve": [ConfiguredValidator(_BrokenOpen(), "hard")]}
+    with caplog.at_level(logging.WARNING, logger="foldem.engine"):
+        results = [await engine.run_sample(item()) for _ in range(2)]
+    for result in results:
+        assert result.status == "failed" and not result.ledger
+        assert result.error == ("solve: validator 'broken_open' could not start judging "
+                                "(RuntimeError: bug in open)")
+    assert not fake.seen.requests  # nothing was generated, so nothing was paid for
+    assert [r.message for r in caplog.records].count(
+        "validator 'broken_open' could not start judging (RuntimeError: bug in open); samples "
+        "that reach this stage fail, with no call sent") == 1  # once, not once per sample

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from tasks.engine.runner import Engine, build_stage_validators
 from tasks.records.models import Prompt, SampleResult, WorkItem
 from tasks.store.db import get_engine
 from tests.support.fake_endpoint import closed_port
+from tests.support.replay import replay_fixture, write_traces
 from tests.support.tracedata import TRACE_FILES, trace, traces
 
 WRONG_AT_1 = "processbench-gsm8k-183"  # 5 steps, the human label: step 1 is the first wrong
@@ -126,12 +126,11 @@ def test_bad_step_judge_settings_are_spec_errors(change: dict[str, Any], message
 
 # -- in flight and after the fact, over HTTP -------------------------------------------------
 
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
-    path = tmp_path_factory.mktemp("step-judge") / "traces.jsonl"
-    path.write_text("".join(json.dumps(trace(i)) + "\n" for i in (WRONG_AT_1, CLEAN)))
-    with start_replay_server([path], tokens_per_second=40) as server:
-        yield server
+def _two_traces(directory: Path) -> Path:
+    return write_traces(directory / "traces.jsonl", [trace(WRONG_AT_1), trace(CLEAN)])
+
+
+replay = replay_fixture(_two_traces, tokens_per_second=40)
 
 
 async def _run(job: JobSpec, trace_id: str, judge_url: str | None = None,

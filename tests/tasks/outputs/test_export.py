@@ -1,12 +1,11 @@
-"""tasks/outputs/export.py on real Postgres: chat and plain form as JSONL and Parquet, loaded back with
-Hugging Face `datasets` (offline, local files only), manifest checksums, atomic writes."""
+"""tasks/outputs/export.py on real Postgres: chat and plain form as JSONL and Parquet, loaded
+back with Hugging Face `datasets` (offline, local files only), manifest checksums, atomic
+writes."""
 
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,11 @@ import pytest
 
 from foldem import __version__
 from foldem.core.errors import ConfigError, DatabaseError
-from tasks.outputs import export
-from tasks.outputs.export import ExportManifest, export_run, file_sha256, solution_text
-from tasks.records.models import LedgerEntry, RejectionRecord, SampleResult, SampleStatus, StageText
-from tasks.store import db
-from tasks.store.storage import save_results, start_run
+from tasks.outputs import export, sinks
+from tasks.outputs.export import export_run, solution_text
+from tasks.outputs.manifest import PLAIN_COLUMNS, ExportManifest, file_sha256
+from tasks.records.models import SampleResult, SampleStatus, StageText
+from tests.support.samples import commit_run, sample_result
 
 SPEC = {"stages": [{"name": "write", "kind": "problem"}, {"name": "solve", "kind": "solve"},
                    {"name": "judge", "kind": "judge"}]}
@@ -30,30 +29,17 @@ FILES = ["chat.jsonl", "chat.parquet", "plain.jsonl", "plain.parquet"]
 def _result(run_id: str, prompt_id: str, index: int, status: SampleStatus = "accepted",
             problem: str | None = None, reference: str | None = "7") -> SampleResult:
     problem = problem or f"Problem {prompt_id}: what is 3 + 4?"
-    return SampleResult(
-        run_id=run_id, prompt_id=prompt_id, sample_index=index, status=status, problem=problem,
-        reference_answer=reference,
-        stages=[StageText(stage="write", text=problem),
-                StageText(stage="solve", text=f"3 + 4 = 7 (sample {index})\n#### 7",
-                          final_answer="7"),
-                StageText(stage="judge", text="Score: 5")],
-        final_answer="7" if status == "accepted" else None,
-        rejection=RejectionRecord(stage="solve", checkpoint=1, validator="arithmetic",
-                                  reason_code="bad_arithmetic") if status == "rejected" else None,
-        ledger=[LedgerEntry(run_id=run_id, prompt_id=prompt_id, sample_index=index,
-                            stage="solve", endpoint="e", model="m", completion_tokens=10,
-                            started_at=datetime.now(UTC))])
+    return sample_result(
+        run_id, prompt_id, index, status, problem=problem, reference_answer=reference,
+        answer="7", stages=[StageText(stage="write", text=problem),
+                            StageText(stage="solve", text=f"3 + 4 = 7 (sample {index})\n#### 7",
+                                      final_answer="7"),
+                            StageText(stage="judge", text="Score: 5")])
 
 
 def _save_run(url: str, results: list[SampleResult]) -> str:
-    run_id = f"export-{uuid.uuid4().hex[:12]}"
-    with db.session_scope(db.get_engine(url)) as session:
-        start_run(session, run_id=run_id, job_name="export-test", spec=SPEC,
-                  spec_hash="spec-hash-1", code_version="0.1.0+test", samples_expected=9)
-        save_results(session, results=[r.model_copy(update={
-            "run_id": run_id, "ledger": [e.model_copy(update={"run_id": run_id})
-                                         for e in r.ledger]}) for r in results])
-    return run_id
+    return commit_run(url, results, prefix="export", spec=SPEC, spec_hash="spec-hash-1",
+                      code_version="0.1.0+test", samples_expected=9)
 
 
 @pytest.fixture
@@ -105,7 +91,7 @@ def test_export_loads_with_datasets(pg_url: str, mixed_run: str, out_dir: Path,
             assert first[1]["content"] == HOSTILE
             assert first[2]["content"] == "3 + 4 = 7 (sample 0)\n#### 7"  # the solve stage
         else:
-            assert data.column_names == list(export.PLAIN_COLUMNS)
+            assert data.column_names == list(PLAIN_COLUMNS)
             assert [(r["prompt_id"], r["sample_index"]) for r in data] == [
                 ("p1", 0), ("p2", 0), ("p2", 1), ("p3", 0), ("p4", 0)]
             assert data[0]["problem"] == HOSTILE and data[0]["answer"] == "7"
@@ -148,7 +134,7 @@ def test_empty_run_exports_empty_files(pg_url: str, out_dir: Path) -> None:
     assert (out_dir / "chat.jsonl").read_bytes() == b""
     # `datasets` 5.2 refuses zero-row files of either format; pyarrow reads the schema.
     table = pq.read_table(out_dir / "plain.parquet")
-    assert (table.num_rows, table.column_names) == (0, list(export.PLAIN_COLUMNS))
+    assert (table.num_rows, table.column_names) == (0, list(PLAIN_COLUMNS))
     assert pq.read_table(out_dir / "chat.parquet").column_names == ["messages"]
     for f in manifest.files:
         assert f.sha256 == file_sha256(out_dir / f.name)
@@ -157,7 +143,7 @@ def test_empty_run_exports_empty_files(pg_url: str, out_dir: Path) -> None:
 def test_large_exports_stream_in_batches_and_row_groups(
         pg_url: str, out_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(export, "FETCH_ROWS", 7)
-    monkeypatch.setattr(export, "ROW_GROUP_ROWS", 20)
+    monkeypatch.setattr(sinks, "ROW_GROUP_ROWS", 20)
     run_id = _save_run(pg_url, [_result("", f"p{i:03d}", 0) for i in range(95)])
     export_run(pg_url, run_id=run_id, out_dir=out_dir)
     parquet = pq.ParquetFile(out_dir / "plain.parquet")

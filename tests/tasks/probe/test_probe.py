@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from foldem.cli.main import main
 from foldem.core.errors import EndpointError, EndpointUnreachableError
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from tasks.probe.abort import judge_counters, judge_timing
 from tasks.probe.endpoint_probe import ProbeOptions, probe_endpoint
 from tasks.probe.http import ProbeHttp, error_message, root_url_of
@@ -29,6 +28,7 @@ from tasks.probe.monitors import (
 )
 from tasks.probe.store import latest_probe, record_probe, require_abort_honoured
 from tasks.store import db
+from tests.support.replay import replay_fixture, write_traces
 
 # Made-up text: a long reply, so a request is still streaming when the probe hangs up.
 PROBLEM = "Count the sheep jumping over the fence, one line per sheep, for a long while."
@@ -37,21 +37,17 @@ STEPS = [f"Sheep number {i} jumps over the fence and lands softly in the meadow.
 FAST = ProbeOptions(prompt=PROBLEM, settle_seconds=0.5)
 
 
-@pytest.fixture(scope="module")
-def long_trace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("probe") / "long.jsonl"
-    path.write_text(json.dumps({
+def _long_trace(directory: Path) -> Path:
+    return write_traces(directory / "long.jsonl", [{
         "id": "long-1", "dataset": "made-up", "generator": "g", "problem": PROBLEM,
         "reference_answer": None, "steps": STEPS, "separator": "\n",
-        "final_answer_correct": True, "first_error_step": None}) + "\n")
-    return path
+        "final_answer_correct": True, "first_error_step": None}])
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["honours", "ignores-disconnect"])
-def replay(request: pytest.FixtureRequest, long_trace: Path) -> Iterator[ReplayServer]:
-    with start_replay_server([long_trace], tokens_per_second=200,
-                             ignore_disconnect=request.param) as srv:
-        yield srv
+#: One server that honours disconnects, one that ignores them.
+replay = replay_fixture(_long_trace, tokens_per_second=200,
+                        params=[{"ignore_disconnect": False}, {"ignore_disconnect": True}],
+                        ids=["honours", "ignores-disconnect"])
 
 
 async def test_probe_on_the_replay_endpoint(replay: ReplayServer) -> None:

@@ -1,5 +1,5 @@
-"""tasks/quality/dedup.py on real Postgres: near-duplicates within a run and against earlier runs become
-rejections, kept samples' signatures are stored, and a second pass changes nothing.
+"""tasks/quality/dedup.py on real Postgres: near-duplicates within a run and against earlier
+runs become rejections, kept samples' signatures are stored, and a second pass changes nothing.
 
 Runs are committed (dedup opens its own transaction) under fresh uuid run ids. Earlier completed
 runs of the whole test session count as "earlier runs", so every test writes solutions from its
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,10 +20,10 @@ from foldem.core.errors import DatabaseError
 from foldem.spec.sections import DedupSettings
 from tasks.quality import dedup
 from tasks.quality.dedup import dedup_run, shingles
-from tasks.records.models import LedgerEntry, RejectionRecord, SampleResult, SampleStatus, StageText
+from tasks.records.models import SampleResult, SampleStatus, StageText
 from tasks.store import db
 from tasks.store.schema import rejections, sample_signatures, samples
-from tasks.store.storage import finish_run, save_results, start_run
+from tests.support.samples import commit_run, sample_result
 
 Sample = tuple[str, int, str]  # (prompt_id, sample_index, solution text)
 SPEC = {"stages": [{"name": "solve", "kind": "solve"}, {"name": "judge", "kind": "judge"}]}
@@ -53,31 +52,19 @@ class _Texts:
 
 def _result(run_id: str, prompt_id: str, index: int, solution: str,
             status: SampleStatus = "accepted") -> SampleResult:
-    rejected = status == "rejected"
-    return SampleResult(
-        run_id=run_id, prompt_id=prompt_id, sample_index=index, status=status,
-        problem=f"Made-up problem {prompt_id}: what is 2 + 2?", reference_answer="4",
+    return sample_result(
+        run_id, prompt_id, index, status, problem=f"Made-up problem {prompt_id}: what is 2 + 2?",
+        reference_answer="4", answer="4",
         stages=[StageText(stage="solve", text=solution, final_answer="4"),
-                StageText(stage="judge", text=f"Score: 5 ({uuid.uuid4().hex})")],
-        final_answer=None if rejected else "4",
-        rejection=RejectionRecord(stage="solve", checkpoint=1, validator="arithmetic",
-                                  reason_code="bad_arithmetic") if rejected else None,
-        ledger=[LedgerEntry(run_id=run_id, prompt_id=prompt_id, sample_index=index,
-                            stage="solve", endpoint="e", model="m", completion_tokens=10,
-                            started_at=datetime.now(UTC))])
+                StageText(stage="judge", text=f"Score: 5 ({uuid.uuid4().hex})")])
 
 
 def _save_run(url: str, items: list[Sample], *, status: str | None = "completed",
               rejected: list[Sample] | None = None) -> str:
-    run_id = f"dedup-{uuid.uuid4().hex[:12]}"
-    with db.session_scope(db.get_engine(url)) as session:
-        start_run(session, run_id=run_id, job_name="dedup-test", spec=SPEC, spec_hash="h",
-                  code_version="test", samples_expected=len(items))
-        save_results(session, results=[_result(run_id, p, i, t) for p, i, t in items]
-                     + [_result(run_id, p, i, t, "rejected") for p, i, t in rejected or []])
-        if status is not None:
-            finish_run(session, run_id=run_id, status=status)
-    return run_id
+    return commit_run(url, lambda run_id: [
+        *(_result(run_id, p, i, t) for p, i, t in items),
+        *(_result(run_id, p, i, t, "rejected") for p, i, t in rejected or [])],
+        prefix="dedup", spec=SPEC, finish=status, samples_expected=len(items))
 
 
 def _state(url: str, run_id: str) -> dict[str, Any]:

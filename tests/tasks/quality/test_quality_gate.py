@@ -11,7 +11,6 @@ import shlex
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ from tasks.quality.gate import (
 from tasks.records.models import LedgerEntry, RejectionRecord, SampleResult, StageText
 from tasks.store.db import get_engine, libpq_url, session_scope
 from tasks.store.embedded_pg import bundled_bin_dir
-from tasks.store.storage import save_results, start_run
+from tests.support.samples import commit_run, ledger_entry, sample_result
 from validators.registry import available
 
 SPEC = {"name": "gate-test", "stages": [
@@ -42,10 +41,9 @@ KEY = ("prompt_id", "sample_index")
 
 
 def _call(run_id: str, pid: str, stage: str, **kw: Any) -> LedgerEntry:
-    fields: dict[str, Any] = {"prompt_tokens": 30, "completion_tokens": 60,
-                              "count_source": "server_usage", "duration_ms": 12.0} | kw
-    return LedgerEntry(run_id=run_id, prompt_id=pid, sample_index=0, stage=stage,
-                       endpoint="local", model="m", started_at=datetime.now(UTC), **fields)
+    return ledger_entry(run_id, pid, 0, stage, **{
+        "endpoint": "local", "prompt_tokens": 30, "completion_tokens": 60,
+        "count_source": "server_usage", "duration_ms": 12.0} | kw)
 
 
 def _sample(run_id: str, pid: str, status: str = "accepted") -> SampleResult:
@@ -53,19 +51,17 @@ def _sample(run_id: str, pid: str, status: str = "accepted") -> SampleResult:
     or failed at solve (endpoint timeout) otherwise."""
     solve_call = _call(run_id, pid, "solve", **({"error": "timeout", "completion_tokens": 0}
                                                 if status == "failed" else {}))
-    return SampleResult(
-        run_id=run_id, prompt_id=pid, sample_index=0, status=status,
+    return sample_result(
+        run_id, pid, 0, status,
         problem="Ann has 40 pens and buys 2 more. How many pens does she have?",
         stages=[StageText(stage="pose", text="Ann has 40 pens and buys 2 more. How many?"),
                 StageText(stage="solve", text="40 + 2 = 42 pens.\n#### 42",
                           final_answer="42" if status == "accepted" else None,
                           aborted=status == "rejected")],
-        final_answer="42" if status == "accepted" else None,
+        answer="42",
         rejection=RejectionRecord(stage="solve", checkpoint=1, validator="arithmetic",
-                                  reason_code="arithmetic_error", tokens_at_fire=20)
-        if status == "rejected" else None,
-        error="solve: timeout" if status == "failed" else None,
-        ledger=[_call(run_id, pid, "pose"), solve_call])
+                                  reason_code="arithmetic_error", tokens_at_fire=20),
+        error="solve: timeout", ledger=[_call(run_id, pid, "pose"), solve_call])
 
 
 def _clean(run_id: str) -> list[SampleResult]:
@@ -76,12 +72,7 @@ def _clean(run_id: str) -> list[SampleResult]:
 
 def _store(pg_url: str, make: Callable[[str], list[SampleResult]] = _clean,
            run_id: str | None = None) -> str:
-    run_id = run_id or f"gate-{uuid.uuid4().hex[:12]}"
-    with session_scope(get_engine(pg_url)) as session:
-        start_run(session, run_id=run_id, job_name="gate-test", spec=SPEC, spec_hash="h",
-                  code_version="test", samples_expected=6)
-        save_results(session, results=make(run_id))
-    return run_id
+    return commit_run(pg_url, make, prefix="gate", spec=SPEC, run_id=run_id, samples_expected=6)
 
 
 def _rows(url: str, sql: str) -> list[sa.Row[Any]]:

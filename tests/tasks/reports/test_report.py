@@ -1,5 +1,5 @@
-"""`foldem report` and tasks/reports/analytics.py on real Postgres: the figures, the run selection, the
-errors, the terminal tables, and the PNG charts and report.md written with --out.
+"""`foldem report` and tasks/reports/analytics.py on real Postgres: the figures, the run
+selection, the errors, the terminal tables, and the PNG charts and report.md written with --out.
 
 Each module gets its own scratch database (so "the latest run" and "an empty database" are
 well defined) holding two made-up runs: A (10 samples, 2026-03-01) and B (4, 2026-03-05).
@@ -8,9 +8,7 @@ well defined) holding two made-up runs: A (10 samples, 2026-03-01) and B (4, 202
 from __future__ import annotations
 
 import struct
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -23,35 +21,16 @@ from foldem.core.errors import DatabaseError
 from tasks.reports.analytics import RunNotFoundError, build_report, render_text
 from tasks.reports.rows import AnalyticsReport
 from tasks.store import db
-from tests.sql.test_analytics import Spec, save_run
+from tests.support.samples import Spec, save_run
+from tests.support.scratch_db import scratch_database
 
 RUN_A, RUN_B = "report-run-a", "report-run-b"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-@contextmanager
-def _scratch_database(pg_url: str, *, migrated: bool = True) -> Iterator[str]:
-    name = f"foldem_report_{uuid.uuid4().hex[:10]}"
-    admin = db.get_engine(pg_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    except sa.exc.ProgrammingError:
-        pytest.skip("the test database user may not CREATE DATABASE")
-    url = sa.engine.make_url(pg_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        if migrated:
-            db.migrate(url)
-        yield url
-    finally:
-        db.get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 @pytest.fixture(scope="module")
 def report_url(pg_url: str) -> Iterator[str]:
-    with _scratch_database(pg_url) as url:
+    with scratch_database(pg_url, migrated=True) as url:
         with db.session_scope(db.get_engine(url)) as session:
             save_run(session, run_id=RUN_A, endpoint="ep-a", specs=[Spec()] * 6 + [
                 Spec(rejected_by="arithmetic", reason="arithmetic_error", cut=True,
@@ -204,7 +183,7 @@ def test_cli_rejects_bad_arguments(args: list[str], capsys: pytest.CaptureFixtur
 def test_cli_on_an_empty_database_says_so(pg_url: str, tmp_path: Path, migrated: bool,
                                           message: str,
                                           capsys: pytest.CaptureFixture[str]) -> None:
-    with _scratch_database(pg_url, migrated=migrated) as url:
+    with scratch_database(pg_url, migrated=migrated) as url:
         code, out, _ = _run_cli(capsys, "--database-url", url, "--out", str(tmp_path / "r"))
     assert code == 0 and out.startswith(f"foldem report: {message}")
     assert not (tmp_path / "r").exists()
@@ -212,7 +191,7 @@ def test_cli_on_an_empty_database_says_so(pg_url: str, tmp_path: Path, migrated:
 
 def test_database_without_the_analytics_views_says_to_migrate(
         pg_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    with _scratch_database(pg_url) as url:
+    with scratch_database(pg_url, migrated=True) as url:
         db.downgrade(url, "0004")
         with db.session_scope(db.get_engine(url)) as s, pytest.raises(DatabaseError,
                                                                       match="foldem db migrate"):

@@ -24,7 +24,7 @@ from tasks.run.lifecycle import begin_run
 from tasks.run.shard_pool import lanes_for, work_through
 from tasks.store.db import get_engine, session_scope
 from tasks.store.schema import run_shards
-from tests.flows.test_generate_flow import job_dict
+from tests.support.jobs import job_dict
 
 SHARDS = 6
 

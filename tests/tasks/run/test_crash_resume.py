@@ -11,17 +11,16 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import psycopg
 import pytest
 
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from tasks.store.db import libpq_url
 from tasks.store.embedded_pg import ensure_embedded_postgres
-from tests.flows.test_generate_flow import write_job
+from tests.support.jobs import write_job
 from tests.support.reliability import (
     assert_exactly_once,
     assert_ledger_matches,
@@ -29,8 +28,8 @@ from tests.support.reliability import (
     reliability_job,
     report,
     samples_written,
-    subset_traces,
 )
+from tests.support.replay import replay_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +38,7 @@ PROMPTS, SAMPLES = 8, 4
 KILL_AFTER = 8  # samples written before the kill
 
 
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
-    traces = subset_traces(tmp_path_factory.mktemp("traces"), PROMPTS)
-    with start_replay_server([traces], tokens_per_second=100) as srv:
-        yield srv
+replay = replay_fixture(PROMPTS, tokens_per_second=100)
 
 
 def foldem_run(job: Path, run_id: str, cwd: Path, state: Path, **popen: object
@@ -132,3 +127,50 @@ def test_sigkill_mid_run_then_resume_completes_exactly_once(
            duplicated=tally.duplicated, written_before_kill=len(before.samples),
            resumed_ledger_mismatch=ledger.mismatch, calls_in_flight_at_kill=unrecorded,
            tokens_of_calls_in_flight=first_session.total_completion_tokens - before.ledger_tokens)
+
+
+def _run_status(url: str, run_id: str) -> str | None:
+    with psycopg.connect(libpq_url(url)) as conn:
+        row = conn.execute("SELECT status FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def _sigint_default() -> None:
+    # A process started in the background by a non-interactive shell ignores SIGINT; a user's
+    # terminal does not. The child gets the terminal's behaviour.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
+        replay: ReplayServer, tmp_path: Path, fresh_state_dir: Path) -> None:
+    """Ctrl-C in a terminal reaches the whole process group: foldem and everything it started
+    in that group. With no Prefect server configured foldem exits 130 with the resume hint and
+    no traceback, and the run is 'interrupted' in Postgres; the same command with --run-id
+    completes it exactly once."""
+    run_id = "ctrl-c"
+    job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
+                                              name="ctrlc", streams=4))
+    url = ensure_embedded_postgres(fresh_state_dir)
+    proc = foldem_run(job, run_id, tmp_path, fresh_state_dir, start_new_session=True,
+                      preexec_fn=_sigint_default)
+    deadline = time.monotonic() + 180
+    while samples_written(url, run_id) < KILL_AFTER:
+        if proc.poll() is not None:
+            pytest.fail("the run ended before Ctrl-C")
+        assert time.monotonic() < deadline, "no samples written within 180 s"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)  # before the fix: minutes of retries, then exit 1
+    assert proc.returncode == 130, out[-3000:]
+    assert f"--run-id {run_id}" in out and "Traceback" not in out, out[-3000:]
+    assert "ConnectError" not in out and "All connection attempts failed" not in out
+    before = read_run(url, run_id)
+    assert _run_status(url, run_id) == "interrupted"
+    assert len(before.samples) < PROMPTS * SAMPLES
+
+    again = foldem_run(job, run_id, tmp_path, fresh_state_dir)
+    out, _ = again.communicate(timeout=300)
+    assert again.returncode == 0, out[-3000:]
+    after = read_run(url, run_id)
+    assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    assert _run_status(url, run_id) == "completed"

@@ -3,42 +3,36 @@ wire, and the real `generate` flow under every fault mix — every sample ends a
 or failed with a reason, retries happen only before the first token, and the ledger records
 every call once and adds up to what the endpoint says it sent.
 
-`make test` runs the mixed plan (every kind at once); `pytest -m slow tests/tasks/run/test_faults.py`
-adds one flow per kind at a 40% share."""
+`make test` runs the mixed plan (every kind at once);
+`pytest -m slow tests/tasks/run/test_faults.py` adds one flow per kind at a 40% share."""
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from fastapi import FastAPI
 
 from foldem.core.errors import ConfigError
 from foldem.replay.faults import FAULT_KINDS, MALFORMED_EVENT, FaultPlan, parse_rules
 from foldem.replay.launcher import ReplayServer, start_replay_server
 from foldem.replay.protocol import ReplayStats
 from foldem.replay.server import create_app
-from tests.flows.test_generate_flow import write_job
+from tests.support.fake_endpoint import serving
+from tests.support.jobs import run_flow, write_job
 from tests.support.reliability import (
     assert_exactly_once,
     assert_ledger_matches,
     read_run,
     reliability_job,
     report,
-    run_flow,
-    subset_traces,
 )
+from tests.support.replay import replay_fixture
 
 # --- the plan, without a server ---------------------------------------------------------------
 
@@ -100,6 +94,7 @@ def test_mid_stream_faults_never_strike_before_the_first_chunk(chunks: int) -> N
     assert max(positions) <= max(1, chunks - 1)
 
 
+@pytest.mark.integration  # starts `foldem replay serve`
 def test_bad_spec_fails_before_a_server_starts(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         start_replay_server([tmp_path / "none.jsonl"], faults="drop:2")
@@ -124,26 +119,6 @@ def made_up_traces(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "reference_answer": "75", "steps": STEPS, "separator": "\n",
         "final_answer_correct": True, "first_error_step": -1}) + "\n", encoding="utf-8")
     return path
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """The app on a loopback port in a thread (uvicorn, as `foldem replay serve` runs it);
-    yields the root URL. Starts in milliseconds, unlike a server subprocess."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="error", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
 
 
 def _stream(root: str) -> tuple[httpx.Response | None, list[str], str | None, float]:
@@ -227,26 +202,20 @@ FAULT_SEED = 30
 MID_STREAM = {"drop", "stall", "malformed"}
 
 
-@pytest.fixture(scope="module")
-def traces_subset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return subset_traces(tmp_path_factory.mktemp("traces"), PROMPTS)
-
-
-@pytest.fixture
-def faulty_replay(request: pytest.FixtureRequest, traces_subset: Path) -> Iterator[ReplayServer]:
-    with start_replay_server([traces_subset], tokens_per_second=100,
-                             faults=MIXES[request.param], fault_seed=FAULT_SEED) as srv:
-        yield srv
+#: One server per test; the test gives its fault mix: {"faults": MIXES[mix]}.
+faulty_replay = replay_fixture(PROMPTS, tokens_per_second=100, fault_seed=FAULT_SEED,
+                               scope="function")
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("faulty_replay", [  # one kind at a time: slow; all together: fast
-    pytest.param(mix, marks=[] if mix == "mixed" else [pytest.mark.slow]) for mix in MIXES],
+    pytest.param({"faults": MIXES[mix]}, id=mix,
+                 marks=[] if mix == "mixed" else [pytest.mark.slow]) for mix in MIXES],
     indirect=True)
 def test_flow_survives_fault_mix(prefect_api: None, pg_url: str, faulty_replay: ReplayServer,
                                  tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                  request: pytest.FixtureRequest) -> None:
-    mix = request.node.callspec.params["faulty_replay"]
+    mix = request.node.callspec.id
     monkeypatch.chdir(tmp_path)
     run_id = f"faults-{mix}-{tmp_path.name[-12:]}"
     job = write_job(tmp_path, reliability_job(faulty_replay.base_url, limit=PROMPTS,

@@ -1,6 +1,7 @@
 """Load: one process holding 500 concurrent streams against the replay endpoint with bounded
 memory (fast), and a sustained run of the real flow over at least 20,000 samples with steady
-memory (slow: `pytest -m slow tests/tasks/run/test_load.py -s`; FOLDEM_SOAK_SAMPLES sets the size)."""
+memory (slow: `pytest -m slow tests/tasks/run/test_load.py -s`; FOLDEM_SOAK_SAMPLES sets the
+size)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -22,7 +23,7 @@ from tasks.endpoints.client import EndpointClient
 from tasks.engine.runner import Engine, build_stage_validators
 from tasks.records.models import Prompt, WorkItem
 from tasks.run import context as run_context
-from tests.flows.test_generate_flow import write_job
+from tests.support.jobs import run_flow, write_job
 from tests.support.reliability import (
     GSM8K_TEST,
     assert_exactly_once,
@@ -30,9 +31,9 @@ from tests.support.reliability import (
     read_run,
     reliability_job,
     report,
-    run_flow,
     subset_traces,
 )
+from tests.support.replay import replay_fixture
 
 MB = 1024 * 1024
 STREAMS = 500
@@ -84,13 +85,9 @@ def load_prompts(n: int) -> list[Prompt]:
                 for i, line in zip(range(n), fh, strict=False)]
 
 
-@pytest.fixture(scope="module")
-def slow_replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
-    # 4 tokens/s per stream: 500 streams are 2,000 chunks/s, which one client process reads
-    # in time; each stream lasts ~10 s (40 tokens), so all 500 are open together.
-    traces = subset_traces(tmp_path_factory.mktemp("traces"), PROBLEMS)
-    with start_replay_server([traces], tokens_per_second=4) as srv:
-        yield srv
+# 4 tokens/s per stream: 500 streams are 2,000 chunks/s, which one client process reads in
+# time; each stream lasts ~10 s (40 tokens), so all 500 are open together.
+slow_replay = replay_fixture(PROBLEMS, tokens_per_second=4)
 
 
 @pytest.mark.integration

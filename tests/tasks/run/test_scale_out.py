@@ -29,9 +29,9 @@ import sqlalchemy as sa
 import yaml
 
 from foldem import PROJECT_ROOT
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from tasks.store.db import get_engine
-from tests.flows.test_generate_flow import write_job
+from tests.support.jobs import write_job
 from tests.support.reliability import (
     assert_exactly_once,
     assert_ledger_matches,
@@ -39,8 +39,8 @@ from tests.support.reliability import (
     reliability_job,
     report,
     samples_written,
-    subset_traces,
 )
+from tests.support.replay import replay_fixture
 
 pytestmark = pytest.mark.integration
 
@@ -50,11 +50,7 @@ PREFECT = [sys.executable, "-m", "prefect"]
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
-    traces = subset_traces(tmp_path_factory.mktemp("traces"), PROMPTS)
-    with start_replay_server([traces], tokens_per_second=PACE) as srv:
-        yield srv
+replay = replay_fixture(PROMPTS, tokens_per_second=PACE)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""tasks/store/db.py and `foldem db`: URL resolution, errors users see, sessions, the embedded server."""
+"""tasks/store/db.py and `foldem db`: URL resolution, errors users see, sessions, the embedded
+server."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from foldem.cli.main import main
 from foldem.core.errors import ConfigError, DatabaseError
 from foldem.core.settings import Settings, get_settings
 from tasks.store import db
+from tasks.store.embedded_pg import one_line
 from tasks.store.schema import runs
 
 
@@ -191,3 +193,16 @@ def test_embedded_start_failure_says_why(fresh_state_dir: Path) -> None:
         db.ensure_embedded_postgres(fresh_state_dir)
     assert "cannot start the embedded Postgres" in err.value.message
     assert "Not a directory" in err.value.message and "DATABASE_URL" in err.value.message
+
+
+@pytest.mark.parametrize(("message", "secret", "expected"), [
+    ('at "127.0.0.1", port 4398 failed: is it accepting', "p",
+     'at "127.0.0.1", port 4398 failed: is it accepting'),
+    ("postgresql://u:p@h:1/db password=p\nagain", "p",
+     "postgresql://u:***@h:1/db password=*** again"),
+    ("password='s3.cr3t' rejected", "s3.cr3t", "password='***' rejected"),
+    ("no secret here", None, "no secret here"),
+])
+def test_one_line_masks_the_password_field_not_its_characters(
+        message: str, secret: str | None, expected: str) -> None:
+    assert one_line(message, secret) == expected

@@ -10,29 +10,29 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 import tasks.run.shard
 from foldem.core.errors import DatabaseError
-from foldem.replay.launcher import ReplayServer, start_replay_server
+from foldem.replay.launcher import ReplayServer
 from tasks.records.models import SampleResult
 from tasks.run.shard import ResultWriter
 from tasks.store.db import migrate, stop_embedded
 from tasks.store.embedded_pg import ensure_embedded_postgres
-from tests.flows.test_generate_flow import write_job
+from tests.support.jobs import run_flow, write_job
 from tests.support.reliability import (
     assert_exactly_once,
     assert_ledger_matches,
     read_run,
     reliability_job,
     report,
-    run_flow,
     samples_written,
-    subset_traces,
 )
+from tests.support.replay import replay_fixture
+from tests.support.samples import sample_result
 
 PROMPTS, SAMPLES = 8, 3
 
@@ -40,8 +40,7 @@ PROMPTS, SAMPLES = 8, 3
 
 
 def _result(i: int) -> SampleResult:
-    return SampleResult(run_id="r", prompt_id=str(i), sample_index=0, status="accepted",
-                        problem="p")
+    return sample_result("r", str(i), problem="p")
 
 
 class FlakySave:
@@ -101,11 +100,7 @@ async def test_a_failed_shard_stops_its_other_samples() -> None:
 # --- the real flow while Postgres restarts -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def replay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ReplayServer]:
-    traces = subset_traces(tmp_path_factory.mktemp("traces"), PROMPTS)
-    with start_replay_server([traces], tokens_per_second=50) as srv:
-        yield srv
+replay = replay_fixture(PROMPTS, tokens_per_second=50)
 
 
 class Outage(threading.Thread):

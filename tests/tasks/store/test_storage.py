@@ -4,7 +4,6 @@ and the views and user queries in sql/."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from tasks.records.models import (
 )
 from tasks.store.schema import ledger, rejections, runs, samples
 from tasks.store.storage import done_keys, finish_run, save_results, start_run, summarize_run
+from tests.support.samples import ledger_entry, sample_result
 
 QUERIES = sorted((PROJECT_ROOT / "sql" / "queries").glob("*.sql"))
 
@@ -35,12 +35,11 @@ def _start(session: Session, run_id: str, spec_hash: str = "hash-a") -> bool:
 def _call(run_id: str, prompt_id: str, index: int, stage: str, completion: int,
           *, aborted: bool = False, saved: int = 0,
           source: CountSource = "server_usage") -> LedgerEntry:
-    return LedgerEntry(run_id=run_id, prompt_id=prompt_id, sample_index=index, stage=stage,
-                       endpoint="replay", model="m", prompt_tokens=20,
-                       completion_tokens=completion, count_source=source,
-                       aborted=aborted, abort_reason="rejected" if aborted else None,
-                       expected_tokens=completion + saved, tokens_saved=saved, ttft_ms=5.0,
-                       duration_ms=50.0, started_at=datetime.now(UTC))
+    return ledger_entry(run_id, prompt_id, index, stage, endpoint="replay", prompt_tokens=20,
+                        completion_tokens=completion, count_source=source,
+                        aborted=aborted, abort_reason="rejected" if aborted else None,
+                        expected_tokens=completion + saved, tokens_saved=saved, ttft_ms=5.0,
+                        duration_ms=50.0)
 
 
 def _result(run_id: str, prompt_id: str, index: int, status: SampleStatus,
@@ -52,19 +51,17 @@ def _result(run_id: str, prompt_id: str, index: int, status: SampleStatus,
              _call(run_id, prompt_id, index, stage, 40 if rejected else 100, aborted=rejected,
                    saved=60 if rejected else 0,
                    source="tokenizer_estimate" if rejected else "server_usage")]
-    return SampleResult(
-        run_id=run_id, prompt_id=prompt_id, sample_index=index, status=status,
+    return sample_result(
+        run_id, prompt_id, index, status,
         problem=f"Tom has {index + 3} apples and eats 2. How many are left?",
         reference_answer=str(index + 1),
         stages=[StageText(stage=stage, text="Tom starts with apples... #### 1",
                           aborted=rejected, final_answer=None if rejected else "1")],
-        final_answer=None if rejected else "1",
+        final_answer=None if rejected else "1",  # a failed sample keeps its answer here
         rejection=RejectionRecord(stage=stage, checkpoint=1, validator=validator,
                                   reason_code="bad_arithmetic", detail="3 - 2 != 5",
-                                  step_index=2, tokens_at_fire=40, fraction_at_fire=0.4)
-        if rejected else None,
-        error="endpoint 'replay': gave up after 3 attempts" if status == "failed" else None,
-        ledger=calls)
+                                  step_index=2, tokens_at_fire=40, fraction_at_fire=0.4),
+        error="endpoint 'replay': gave up after 3 attempts", ledger=calls)
 
 
 # statuses of the six samples the tests save: (prompt_id, sample_index) -> status

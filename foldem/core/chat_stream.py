@@ -1,0 +1,104 @@
+"""The OpenAI chat-completions stream chunk (one `data:` event of a `stream=true` response), one
+schema for both ends of the wire: the endpoint client and the probe read it, the replay endpoint
+writes it.
+
+Reading (`StreamChunk`): keys nobody declared are ignored (servers add their own), every field
+is optional, and a chunk is validated straight from the event's JSON text with
+`StreamChunk.model_validate_json`, a few microseconds. The OpenAI SDK builds a full typed object
+per chunk (~0.3-0.5 ms each, measured), which is slower than the tokens arrive once a process
+holds dozens of streams, and a late reader aborts late.
+
+Writing (`ChatCompletionChunk`, `Usage`): derived from the reading models, requiring what OpenAI
+always sends. A derived model keeps its base's key order, and new keys could only go last, so
+the base declares every key the writer sends, in OpenAI's order. Keys that no reader looks at are
+typed `Any` there (`Unread`): an odd value in them must not fail a stream that is otherwise fine.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
+
+#: A key declared for the writer's sake (its position in the rendered JSON) and not read.
+Unread = Any
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChunkDelta(_Lenient):
+    role: Unread = None
+    content: str | None = None
+
+    @model_serializer
+    def _omit_unset(self) -> dict[str, Any]:
+        # OpenAI sends only the keys a delta carries; the last chunk's delta is {}.
+        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+
+
+class ChunkLogprobs(_Lenient):
+    content: list[Any] | None = None
+
+
+class ChunkChoice(_Lenient):
+    index: int = 0
+    delta: ChunkDelta | None = None
+    logprobs: ChunkLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChunkUsage(_Lenient):
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    total_tokens: Unread = None
+
+
+class StreamError(_Lenient):
+    message: str = "error event in the stream"
+    type: str | None = None
+    code: str | int | None = None
+
+
+class StreamChunk(_Lenient):
+    id: str | None = None
+    object: Unread = None
+    created: Unread = None
+    model: Unread = None
+    choices: list[ChunkChoice] = []
+    usage: ChunkUsage | None = None
+    error: StreamError | None = None
+
+
+# ------------------------------------------------------------------------------- the writer
+
+
+class Usage(ChunkUsage):
+    """Token counts as a server reports them: all three, always."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+    @classmethod
+    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+        return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
+                   total_tokens=prompt_tokens + completion_tokens)
+
+
+class ChatCompletionChunk(StreamChunk):
+    """A chunk as a server sends it. `usage` renders as null when unset: exclude it where the
+    client did not ask for usage. An error is never part of a chunk (it is its own event)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChunkChoice]
+    usage: Usage | None = None
+    error: None = Field(None, exclude=True)
