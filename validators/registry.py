@@ -73,7 +73,7 @@ def resolve(name: str) -> type[Validator]:
         cls = _load_dotted(name)
     if cls is None:
         known = ", ".join(sorted(_REGISTRY))
-        raise ValidatorLoadError(name, f"unknown validator; known: {known}")
+        raise ValidatorLoadError(name, f"unknown validator {name!r}; known: {known}")
     _check_contract(cls, name)
     return cls
 

@@ -9,9 +9,10 @@ per chunk (~0.3-0.5 ms each, measured), which is slower than the tokens arrive o
 holds dozens of streams, and a late reader aborts late.
 
 Writing (`ChatCompletionChunk`, `Usage`): derived from the reading models, requiring what OpenAI
-always sends. A derived model keeps its base's key order, and new keys could only go last, so
-the base declares every key the writer sends, in OpenAI's order. Keys that no reader looks at are
-typed `Any` there (`Unread`): an odd value in them must not fail a stream that is otherwise fine.
+always sends; choices and deltas are the same classes on both sides. A derived model keeps its
+base's key order and could only add keys last, so the base declares every key the writer sends,
+in OpenAI's order. Keys that no reader looks at are typed `Any` there (`Unread`): an odd value in
+them must not fail a stream that is otherwise fine.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class _Lenient(BaseModel):
 
 
 class ChunkDelta(_Lenient):
+    """What one chunk adds to the message; rendered with only the keys it carries."""
+
     role: Unread = None
     content: str | None = None
 
@@ -91,7 +94,8 @@ class Usage(ChunkUsage):
 
 class ChatCompletionChunk(StreamChunk):
     """A chunk as a server sends it. `usage` renders as null when unset: exclude it where the
-    client did not ask for usage. An error is never part of a chunk (it is its own event)."""
+    client did not ask for usage. `error` is never rendered: a server that fails mid-stream
+    sends an error event instead of a chunk."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -11,15 +11,16 @@ server); every one is importable from here.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from foldem.core.errors import DataNotFoundError, SpecError, ValidatorLoadError
+from foldem.core.errors import SpecError, ValidatorLoadError
 from foldem.spec.endpoints import (
     Endpoint,
     LocalModel,
@@ -133,6 +134,64 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _model_types(annotation: Any) -> list[type[BaseModel]]:
+    """The pydantic models an annotation can hold (through Optional, unions, lists, dicts)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _model_types(arg)]
+
+
+def _field_names(model: type[BaseModel]) -> set[str]:
+    names: set[str] = set()
+    for name, info in model.model_fields.items():
+        if not info.exclude:
+            names |= {name} | ({info.alias} if info.alias else set())
+    return names
+
+
+def _models_at(loc: tuple[int | str, ...]) -> list[type[BaseModel]]:
+    """The models that can stand at `loc` inside a job spec."""
+    models: list[type[BaseModel]] = [JobSpec]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # an item of a list: the same models
+        nxt = [m for model in models if (info := model.model_fields.get(str(part))) is not None
+               for m in _model_types(info.annotation)]
+        models = nxt or models  # a tagged-union tag in the path: stay with what we have
+    return models
+
+
+def _nested_paths(model: type[BaseModel], prefix: str = "", depth: int = 3) -> dict[str, str]:
+    """{field name: its dotted path below `model`} for the fields of nested models."""
+    found: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        for inner in _model_types(info.annotation) if depth else []:
+            for leaf in _field_names(inner):
+                found.setdefault(leaf, f"{prefix}{name}.{leaf}")
+            for leaf, path in _nested_paths(inner, f"{prefix}{name}.", depth - 1).items():
+                found.setdefault(leaf, path)
+    return found
+
+
+def _explain(error: Any) -> str:
+    """Pydantic's message, with the nearest real field for a mistyped one: at the same level,
+    else one level or more down (`temperature` belongs under `sampling`)."""
+    if error["type"] != "extra_forbidden":
+        return str(error["msg"])
+    key = str(error["loc"][-1])
+    models = _models_at(tuple(error["loc"][:-1]))
+    here = sorted(set().union(*(_field_names(m) for m in models)))
+    close = difflib.get_close_matches(key, here, n=1, cutoff=0.6)
+    if close:
+        hint = f"did you mean {close[0]!r}?"
+    else:
+        below = {leaf: path for m in models for leaf, path in _nested_paths(m).items()}
+        deeper = difflib.get_close_matches(key, sorted(below), n=1, cutoff=0.75)
+        hint = (f"did you mean {below[deeper[0]]!r}?" if deeper
+                else f"known fields here: {', '.join(here)}")
+    return f"unknown field {key!r} ({error['msg']}); {hint}"
+
+
 def parse_job(data: Any, *, file: str = "<spec>", base_dir: Path | None = None) -> JobSpec:
     if not isinstance(data, dict):
         got = type(data).__name__
@@ -140,7 +199,7 @@ def parse_job(data: Any, *, file: str = "<spec>", base_dir: Path | None = None) 
     try:
         spec = JobSpec.model_validate(data)
     except ValidationError as exc:
-        problems = [(_field_path(e["loc"]), e["msg"]) for e in exc.errors()]
+        problems = [(_field_path(e["loc"]), _explain(e)) for e in exc.errors()]
         raise SpecError(file, problems) from None
     spec.base_dir = base_dir or Path(".")
     _check_validators(spec, file)
@@ -157,7 +216,7 @@ def _check_validators(spec: JobSpec, file: str) -> None:
                 build(ref.name, ref.params)
             except ValidatorLoadError as exc:
                 problems.append((f"stages[{i}].validators[{j}]", exc.reason if exc.name == ref.name
-                                 else str(exc)))
+                                 else exc.message))
     if problems:
         raise SpecError(file, problems)
 
@@ -166,7 +225,7 @@ def load_job(path: str | Path) -> JobSpec:
     """Read and validate a job spec file."""
     p = Path(path)
     if not p.is_file():
-        raise DataNotFoundError(str(p), "job spec not found")
+        raise SpecError(str(p), [("", "job spec not found (no such file)")])
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:

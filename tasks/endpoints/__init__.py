@@ -1,4 +1,5 @@
-"""Talking to OpenAI-compatible endpoints: the streamed chunk model, the client and its
-calls, routing over several endpoints with circuit breakers, cross-process limits, API keys.
+"""Talking to OpenAI-compatible endpoints: the client and its calls (stream chunks are read
+with foldem/core/chat_stream.py), routing over several endpoints with circuit breakers,
+cross-process limits, API keys.
 May import tasks.records, foldem.spec and foldem.core.
 """

@@ -5,6 +5,10 @@ HTTP stream). Every call becomes a ledger entry, failed ones included (a call th
 another endpoint before its first token: one entry per endpoint tried). Calls go through the
 stage's `EndpointPool` (tasks/endpoints/pool.py). Errors of the endpoint turn the sample into
 `failed` with a reason; a rejection is data, never an exception.
+
+One loop reads a stage's stream; how it is judged (while it streams, or after it ended: the
+generate-then-filter baseline) is the stage's `StageJudging` (tasks/engine/judging.py), chosen
+once per stage from the job's `in_flight`.
 """
 
 from __future__ import annotations
@@ -89,7 +93,8 @@ class Engine:
     session_completion_tokens: int = 0
     #: Routing over each stage's endpoints; built from `clients` when not given.
     router: EndpointRouter | None = None
-    _broken_reported: set[str] = field(default_factory=set)  # validators whose open raised
+    #: Validators whose `open` raised, already reported in this process.
+    _broken_reported: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.router is None:

@@ -15,19 +15,23 @@ from contextlib import ExitStack, contextmanager
 from foldem.replay.launcher import ReplayServer, start_replay_server
 from foldem.spec.endpoints import LOCAL, REPLAY
 from foldem.spec.job import JobSpec
-from tasks.endpoints.local_model import LocalModelOptions, LocalModelServer, start_local_model
+from tasks.endpoints.local_model import (
+    DEFAULT_ALIAS,
+    LocalModelOptions,
+    LocalModelServer,
+    start_local_model,
+)
 
 
 def local_model_options(job: JobSpec) -> LocalModelOptions:
     """The job's `local:` section as server options; the alias is the first local endpoint's
     model name (llama.cpp answers any name with its one model)."""
     local = job.local
-    alias = next((ep.model for ep in job.endpoints if ep.base_url == LOCAL), None)
+    alias = next((ep.model for ep in job.endpoints if ep.base_url == LOCAL), DEFAULT_ALIAS)
     return LocalModelOptions(
         model=job.resolve_path(local.model_path) if local.model_path else None,
         parallel=local.parallel, threads=local.threads, ctx=local.ctx,
-        startup_timeout=local.startup_timeout,
-        **({"alias": alias} if alias and alias != "*" else {}))
+        startup_timeout=local.startup_timeout, alias=alias)
 
 
 @contextmanager

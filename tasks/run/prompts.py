@@ -23,8 +23,10 @@ def load_prompts(job: JobSpec) -> list[Prompt]:
     for line_no, record in load_jsonl(path):
         text = record.get(src.field)
         if not isinstance(text, str) or not text.strip():
+            has = ", ".join(repr(k) for k in list(record)[:20]) or "none"
             raise InputFormatError(str(path), line_no, f"field {src.field!r} is missing or not "
-                                   "a non-empty string (prompts.field in the job spec)")
+                                   "a non-empty string (prompts.field in the job spec); the "
+                                   f"record's fields: {has}")
         if len(text) > MAX_PROMPT_CHARS:
             raise InputFormatError(str(path), line_no, f"prompt of {len(text):,} characters "
                                    f"exceeds the limit of {MAX_PROMPT_CHARS:,}")

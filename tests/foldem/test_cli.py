@@ -53,7 +53,7 @@ def test_bad_spec_exits_2_without_traceback(tmp_path: Path, content: Any, code: 
 
 def test_missing_spec_file(tmp_path: Path) -> None:
     res = run_cli(["run", "nope.yaml"], tmp_path, timeout=60)
-    assert res.returncode == 3 and "job spec not found" in res.stderr
+    assert res.returncode == 2 and "job spec not found" in res.stderr
 
 
 def test_unknown_validator_names_field(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""Shared helpers of the test suite: plain modules the tests import (fixtures live in the
-conftest.py files: tests/conftest.py has the session ones, `fake` and `replay_launcher`;
-tests/sql/conftest.py has `scratch_url`).
+"""Shared helpers of the test suite: plain modules the tests import. Fixtures live in the
+conftest.py files: tests/conftest.py (pg_url, db_session, prefect_api, fresh_state_dir,
+replay_launcher; and the `integration` marking), tests/tasks/conftest.py (`fake`),
+tests/sql/conftest.py (`scratch_url`).
 
 * fake_endpoint: `FakeEndpoint`, a scriptable OpenAI-compatible server in a thread;
   `fake_fixture(**script)` declares a fixture of one; `serving(app)` runs any ASGI app so;

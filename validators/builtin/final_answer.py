@@ -13,7 +13,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
-from validators.lib.answers import AnswerMatch, find_answers, find_concluding_answer
+from validators.lib.answers import (
+    AnswerMatch,
+    AnswerReader,
+    find_concluding_answer,
+    find_stated_answer,
+)
 from validators.lib.verdicts import ok_verdict
 
 MarkerKind = Literal["gsm8k", "boxed", "line", "phrase"]
@@ -26,10 +31,12 @@ class FinalAnswerParams(BaseModel):
     kinds: list[MarkerKind] = Field(
         default_factory=lambda: list(ALL_KINDS), min_length=1,
         description="Marker formats that count as a final answer: '#### 72', '\\boxed{72}', "
-                    "'Answer: 72' at a line start, 'the answer is 72'.")
+                    "'Answer: 72' (or an answer heading), the 'answer is' phrasings "
+                    "(validators.lib.answer_markers.MARKERS).")
     accept_conclusion: bool = Field(
-        True, description="At the end, accept an answer stated without a marker in a finished "
-                          "concluding sentence ('Therefore, ... is 20.').")
+        True, description="At the end, accept an answer stated without a marker in one of the "
+                          "last two sentences of a finished text ('Therefore, ... is 20.', "
+                          "'Elvis is 54 miles east of his house.').")
 
 
 class FinalAnswer(Validator):
@@ -54,13 +61,14 @@ class _FinalAnswerSession(ValidatorSession):
         self.reported = False
         self.unparseable: tuple[int, AnswerMatch] | None = None  # a marker that did not parse
         self.last_step_text = ""
+        self.reader = AnswerReader()
         self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         before = self.answer_step
         for step in checkpoint.steps:
             self.last_step_text = step.text
-            for match in find_answers(step.text):
+            for match in self.reader.read(step.text):
                 if match.kind not in self.kinds:
                     continue
                 normalized = match.normalized
@@ -81,7 +89,8 @@ class _FinalAnswerSession(ValidatorSession):
         if self.answer is not None:
             return self.v.ok(final_answer=self.answer)
         if self.accept_conclusion and self.unparseable is None:
-            concluded = find_concluding_answer(self.last_step_text)
+            concluded = (find_concluding_answer(self.last_step_text)
+                         or find_stated_answer(self.last_step_text))
             if concluded is not None:
                 return self.v.ok(final_answer=concluded.normalized,
                                  detail="no marker; answer read from the concluding sentence")

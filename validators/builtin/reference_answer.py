@@ -3,6 +3,9 @@
 Judged the moment the first final answer is written in a complete step (the answer the policy
 would accept on early exit), so a wrong answer is rejected before anything else is generated.
 Without a reference answer (or one that does not normalise) the check is skipped silently.
+Answers are compared exactly where both are plain numbers or words, else with math-verify
+(validators.lib.answers.answers_match); an answer that cannot be compared within bounds is not
+rejected.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.lib.answer_equivalence import warm_up
 from validators.lib.answers import (
-    answers_equal,
-    find_answers,
+    AnswerReader,
+    answers_match,
     find_concluding_answer,
     normalize_answer,
 )
@@ -34,6 +38,10 @@ class ReferenceAnswer(Validator):
     description = "Rejects as soon as a final answer is written that differs from the reference."
     Params = ReferenceAnswerParams
 
+    def __init__(self, params: BaseModel | None = None) -> None:
+        super().__init__(params)
+        warm_up()  # once per process, when configured: not on a sample's time
+
     def open(self, ctx: ProblemContext) -> ValidatorSession:
         assert isinstance(self.params, ReferenceAnswerParams)
         reference = ctx.reference_answer
@@ -50,6 +58,7 @@ class _ReferenceSession(ValidatorSession):
         self.use_conclusion = use_conclusion
         self.judged = reference is None  # nothing to do without a reference
         self.last_step_text = ""
+        self.reader = AnswerReader()
         self.ok = ok_verdict(validator)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
@@ -57,7 +66,7 @@ class _ReferenceSession(ValidatorSession):
             return self.ok
         for step in checkpoint.steps:
             self.last_step_text = step.text
-            answers = [m for m in find_answers(step.text) if m.normalized is not None]
+            answers = [m for m in self.reader.read(step.text) if m.normalized is not None]
             if answers:  # the step's last marker is its answer (as final_answer reports it)
                 self.judged = True
                 return self._compare(answers[-1].raw, step.index)
@@ -70,8 +79,8 @@ class _ReferenceSession(ValidatorSession):
 
     def _compare(self, answer: str, step_index: int | None) -> Verdict:
         assert self.reference is not None
-        if answers_equal(answer, self.reference):
-            return self.ok
+        if answers_match(answer, self.reference) is not False:
+            return self.ok  # the same answer, or one that cannot be compared within bounds
         return self.v.fault("wrong_answer",
                             f"final answer {normalize_answer(answer)!r} differs from the "
                             f"reference {normalize_answer(self.reference)!r}",
