@@ -16,8 +16,9 @@ from prefect.artifacts import (
 )
 from prefect.deployments import arun_deployment
 from prefect.runtime import deployment, flow_run
+from prefect.settings import PREFECT_UI_URL
 
-from foldem.core.errors import ConfigError
+from foldem.core.errors import ConfigError, DatabaseError
 from foldem.spec.job import JobSpec, load_job
 from tasks.prefect_tasks import (
     begin_run_task,
@@ -36,6 +37,7 @@ from tasks.records.models import RunSummary
 from tasks.run.claims import PlannedShard, ShardClaims, plan_shards, this_process
 from tasks.run.context import RunContext, close_context, open_context
 from tasks.run.demo_endpoint import endpoint_urls
+from tasks.run.lifecycle import run_progress
 from tasks.run.preflight import preflight_run
 from tasks.run.progress import ProgressBoard
 from tasks.run.prompts import work_items
@@ -50,16 +52,27 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")[:60] or "run"
 
 
-async def _report_progress(board: ProgressBoard, artifact_id: UUID, every: float = 2.0) -> None:
-    logger = get_run_logger()
-    last = -1
+async def _report_progress(ctx: RunContext, artifact_id: UUID, every: float = 2.0) -> None:
+    logger, board = get_run_logger(), ctx.board
+    last = ""
     while True:
         await asyncio.sleep(every)
-        if board.finished != last:
-            last = board.finished
-            logger.info(board.line())
+        await _read_run_progress(ctx)
+        line = board.line()
+        if line != last:
+            last = line
+            logger.info(f"run {ctx.run_id}: {line}")
             await aupdate_progress_artifact(artifact_id, progress=round(board.fraction * 100, 1),
-                                            description=board.line())
+                                            description=line)
+
+
+async def _read_run_progress(ctx: RunContext) -> None:
+    """The run's count from Postgres: peers' samples too. A failed read keeps the last one."""
+    try:
+        ctx.board.run_finished = await asyncio.to_thread(run_progress, ctx.database_url,
+                                                         run_id=ctx.run_id)
+    except DatabaseError as exc:
+        get_run_logger().warning(f"progress: cannot read the run's count ({exc.message})")
 
 
 async def _fan_out(ctx: RunContext, claims: ShardClaims, shards: list[PlannedShard]) -> Share:
@@ -70,7 +83,7 @@ async def _fan_out(ctx: RunContext, claims: ShardClaims, shards: list[PlannedSha
     artifact = await acreate_progress_artifact(
         progress=round(board.fraction * 100, 1), key=f"{_slug(ctx.job.name)}-progress",
         description=f"run {run_id}")
-    reporter = asyncio.create_task(_report_progress(board, artifact))
+    reporter = asyncio.create_task(_report_progress(ctx, artifact))
 
     async def run_shard(s: PlannedShard) -> dict[str, int]:
         return await process_shard_task.with_options(
@@ -83,6 +96,7 @@ async def _fan_out(ctx: RunContext, claims: ShardClaims, shards: list[PlannedSha
                                    lanes=lanes_for(streams, ctx.job.shard_size))
     finally:
         reporter.cancel()
+    await _read_run_progress(ctx)
     await aupdate_progress_artifact(artifact, progress=round(board.fraction * 100, 1),
                                     description=board.line())
     return share
@@ -147,6 +161,15 @@ async def _finish(job: JobSpec, db_url: str, claims: ShardClaims,
     return summary, True
 
 
+def _artifacts_link() -> str | None:
+    """The flow run's Artifacts tab in Prefect's current UI (Prefect's own log line opens the
+    older UI, which ignores the tab)."""
+    base = PREFECT_UI_URL.value()
+    if not base or flow_run.id is None:
+        return None
+    return f"{str(base).rstrip('/')}/v2/runs/flow-run/{flow_run.id}?tab=Artifacts"
+
+
 async def _name_after_run(run_id: str) -> None:
     """Name the flow run after the foldem run id, so the UI's run list finds it (peers keep the
     names the flow run that started them gave)."""
@@ -177,6 +200,9 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
     run_id = run_id or new_run_id(job.name)
     if not join:
         await _name_after_run(run_id)
+    if link := _artifacts_link():
+        logger.info(f"run {run_id} in the Prefect UI, with its progress, summary and quality "
+                    f"gate: {link}")
     prompts = load_prompts_task(job)
     db_url = prepare_database_task(job, database_url)
     total = len(prompts) * job.samples_per_prompt
@@ -192,7 +218,8 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
                 # several is taken out of rotation with a warning.
                 for warning in await preflight_run(ctx.engine):
                     logger.warning(warning)
-                check_abort_probes_task(job, db_url)  # so does one whose aborts were measured to fail
+                # So does one whose aborts were measured not to stop generation.
+                check_abort_probes_task(job, db_url)
                 start = begin_run_task(db_url, job, run_id, total, flow_run.id,
                                        [s.row for s in shards], join)
                 if join and start.status != "running":

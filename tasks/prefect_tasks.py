@@ -93,7 +93,8 @@ def dedup_task(database_url: str, run_id: str, settings: DedupSettings) -> Dedup
 def export_task(database_url: str, run_id: str, job: JobSpec) -> ExportManifest:
     out_dir = Path(job.export.dir.format(job=job.name, run_id=run_id))
     return export_run(database_url, run_id=run_id, out_dir=out_dir,
-                      system_prompt=job.export.system_prompt, formats=job.export.formats)
+                      system_prompt=job.export.system_prompt, formats=job.export.formats,
+                      strip_calculator_markup=job.export.strip_calculator_markup)
 
 
 @task(name="check-abort-probes", cache_policy=NONE)

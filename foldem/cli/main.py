@@ -60,7 +60,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     run_id = args.run_id or new_run_id(job.name)
     # SIGTERM (a scheduler or Kubernetes stopping the process) ends the run as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
-    with prefect_api():
+    with prefect_api() as api:
         asyncio.run(check_endpoints(job))  # so does a dead endpoint or a refused key
         print(f"foldem: running job {job.name!r} from {args.job} as run {run_id}", flush=True)
         try:
@@ -71,6 +71,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise RunInterruptedError(run_id, args.job, recorded=recorded) from None
     print()
     print(summary_text(summary))
+    if api.temporary:
+        print("\n(The Prefect UI above was a temporary server and stopped with this command. "
+              "For a UI that keeps every run: `prefect server start` and PREFECT_API_URL, see "
+              "README \"Running it nightly with Prefect\".)")
     if args.summary_json:
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)

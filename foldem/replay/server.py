@@ -101,7 +101,10 @@ class ReplayResponse(Response):
         self.background = None
         self.chunks_done = 0
         self.connection_closing: Callable[[], bool] | None = None
-        self.encoder = ContentChunkEncoder(record.request_id, self.created, req.model,
+        # Chunks name the recording's generator, as a server names the model it runs: a
+        # request for `*` (any generator) still tells the client who wrote the text.
+        self.model = record.generator
+        self.encoder = ContentChunkEncoder(record.request_id, self.created, self.model,
                                            self.include_usage)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -167,7 +170,7 @@ class ReplayResponse(Response):
     def _sse(self, delta: ChunkDelta, finish: FinishReason | None = None, tokens: int = 0) -> bytes:
         """One SSE event; with continuous usage it counts this chunk's `tokens` already."""
         chunk = ChatCompletionChunk(
-            id=self.record.request_id, created=self.created, model=self.req.model,
+            id=self.record.request_id, created=self.created, model=self.model,
             choices=[ChunkChoice(delta=delta, finish_reason=finish)],
             usage=self._usage(tokens) if self.continuous_usage else None)
         body = chunk.model_dump_json(exclude=None if self.include_usage else {"usage"})
@@ -193,7 +196,7 @@ class ReplayResponse(Response):
         await body(self._sse(ChunkDelta(), self.record.finish_reason))
         if self.include_usage:
             final = ChatCompletionChunk(id=self.record.request_id, created=self.created,
-                                        model=self.req.model, choices=[], usage=self._usage())
+                                        model=self.model, choices=[], usage=self._usage())
             await body(b"data: " + final.model_dump_json().encode() + b"\n\n")
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n",
                     "more_body": False})
@@ -204,7 +207,7 @@ class ReplayResponse(Response):
             return
         text = "".join(self.chunks.texts[: self.chunks_done])
         completion = ChatCompletion(
-            id=self.record.request_id, created=self.created, model=self.req.model,
+            id=self.record.request_id, created=self.created, model=self.model,
             choices=[CompletionChoice(message=AssistantMessage(content=text),
                                       finish_reason=self.record.finish_reason or "stop")],
             usage=self._usage())

@@ -203,7 +203,11 @@ class Export(_Strict):
                      "(chat.*, plain.*, manifest.json); {job} and {run_id} are filled in. "
                      "Relative to the working directory.")
     formats: list[ExportFormat] = Field(list(EXPORT_FORMATS), min_length=1)
-    system_prompt: str | None = Field(None, description="System message of the chat form.")
+    system_prompt: str | None = Field(None, description="System message of the chat form; "
+                                      "default: the solve stage's `system`, if it has one.")
+    strip_calculator_markup: bool = Field(
+        False, description="Remove GSM8K-style calculator annotations (`<<48/2=24>>`) from the "
+        "exported solutions.")
 
 
 class DedupSettings(_Strict):

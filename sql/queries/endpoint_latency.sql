@@ -1,6 +1,13 @@
 -- How did each endpoint and model behave in a run: calls, retries, errors, time to first token
 -- and call duration (median and 95th percentile), and tokens generated?
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/endpoint_latency.sql
+--   (without -v run_id=...: the latest run)
+\if :{?run_id}
+\else
+SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
+       AS run_id \gset
+\echo run :run_id (the latest; choose another with -v run_id=ID)
+\endif
 SELECT
     endpoint,
     model,

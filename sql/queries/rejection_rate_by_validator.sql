@@ -1,6 +1,13 @@
 -- Which validators rejected the most samples in a run, and what share of the run's samples
 -- (and of its rejections) did each validator and reason code account for?
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/rejection_rate_by_validator.sql
+--   (without -v run_id=...: the latest run)
+\if :{?run_id}
+\else
+SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
+       AS run_id \gset
+\echo run :run_id (the latest; choose another with -v run_id=ID)
+\endif
 WITH total AS (
     SELECT count(*) AS samples FROM samples WHERE run_id = :'run_id'
 )

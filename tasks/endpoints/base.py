@@ -67,6 +67,7 @@ class CallStats:
     duration_ms: float = 0.0
     attempts: int = 0
     response_id: str | None = None
+    served_model: str | None = None  # the chunks' `model`: who generated the text
     aborted: bool = False
     error: str | None = None
     text_parts: list[str] = field(default_factory=list)

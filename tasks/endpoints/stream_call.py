@@ -70,6 +70,8 @@ class StreamCall:
     def _consume(self, chunk: StreamChunk) -> Delta | None:
         st = self.stats
         st.response_id = st.response_id or chunk.id
+        if st.served_model is None and isinstance(chunk.model, str) and chunk.model:
+            st.served_model = chunk.model
         usage = chunk.usage
         added_by_server: int | None = None
         if usage is not None and usage.completion_tokens is not None:

@@ -44,6 +44,7 @@ def ledger_row(site: CallSite, attempt: CallAttempt, *, call_kind: CallKind = Ca
         expected_tokens=expected_tokens, tokens_saved=saved, ttft_ms=st.ttft_ms,
         duration_ms=st.duration_ms, finish_reason=st.finish_reason,
         attempts=max(1, st.attempts), response_id=st.response_id, error=st.error,
+        served_model=st.served_model,
         started_at=attempt.started_at)
 
 

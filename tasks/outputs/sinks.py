@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from foldem.spec.sections import EXPORT_FORMATS, ExportFormat
-from tasks.outputs.manifest import PLAIN_COLUMNS, ExportedFile, ExportForm, file_sha256
+from tasks.outputs.manifest import (
+    CHAT_COLUMNS,
+    PLAIN_COLUMNS,
+    ExportedFile,
+    ExportForm,
+    file_sha256,
+)
 
 if TYPE_CHECKING:  # pyarrow is imported only when exporting Parquet (~0.5 s)
     import pyarrow as pa
@@ -116,11 +122,11 @@ class JsonlSink(Sink):
 def _arrow_schema(form: ExportForm) -> pa.Schema:
     import pyarrow as pa
 
-    if form == "chat":
-        message = pa.struct([("role", pa.string()), ("content", pa.string())])
-        return pa.schema([("messages", pa.list_(message))])
-    return pa.schema([(name, pa.int64() if name == "sample_index" else pa.string())
-                      for name in PLAIN_COLUMNS])
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    types = {"messages": pa.list_(message), "sample_index": pa.int64(),
+             "early_exit": pa.bool_()}
+    columns = CHAT_COLUMNS if form == "chat" else PLAIN_COLUMNS
+    return pa.schema([(name, types.get(name, pa.string())) for name in columns])
 
 
 @sink("parquet")

@@ -87,6 +87,9 @@ class LedgerEntry(_Model):
     finish_reason: str | None = None
     attempts: int = 1
     response_id: str | None = None  # the endpoint's id for the call (chunk `id`)
+    # The model the endpoint named in its chunks: what generated the text when `model` is a
+    # wildcard or an alias (a replay of recordings, a router); None if it named none.
+    served_model: str | None = None
     error: str | None = None
     started_at: datetime
 

@@ -13,6 +13,14 @@ def _or_dash(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
+def _replay_note(s: RunSummary) -> str:
+    """Whose figure it is: the replay endpoint a flow run starts serves that flow run only, so
+    with peers (or on a resume) it is not the run's ledger total."""
+    return (f"the replay endpoint this flow run started sent it {s.server_tokens_sent or 0:,} "
+            f"completion tokens (the run's ledger, all flow runs and sessions: "
+            f"{s.completion_tokens:,})")
+
+
 def summary_markdown(s: RunSummary, *, job_name: str) -> str:
     lines = [
         f"# {job_name}: {s.status}", "", f"foldem run `{s.run_id}`", "",
@@ -45,8 +53,8 @@ def summary_markdown(s: RunSummary, *, job_name: str) -> str:
         lines.append("")
     notes = []  # a list: markdown would run single lines together into one paragraph
     if s.server_tokens_sent is not None:
-        notes.append(f"Replay endpoint sent {s.server_tokens_sent:,} completion tokens "
-                     "this session.")
+        note = _replay_note(s)
+        notes.append(note[0].upper() + note[1:] + ".")
     if s.near_duplicates_removed is not None:
         notes.append(f"Near-duplicates removed: {s.near_duplicates_removed}.")
     if s.quality_gate is not None:
@@ -72,8 +80,7 @@ def summary_text(s: RunSummary) -> str:
         f"  calls      {s.calls:,} ({s.aborted_calls:,} generations closed early)",
     ]
     if s.server_tokens_sent is not None:
-        out.append(f"  replay endpoint sent {s.server_tokens_sent:,} completion tokens "
-                   "this session")
+        out.append(f"  {_replay_note(s)}")
     if s.near_duplicates_removed is not None:
         out.append(f"  near-duplicates removed: {s.near_duplicates_removed}")
     if s.quality_gate is not None:

@@ -79,6 +79,12 @@ def read_summary(database_url: str, *, run_id: str) -> RunSummary:
         return summarize_run(session, run_id=run_id)
 
 
+def run_progress(database_url: str, *, run_id: str) -> int:
+    """The run's samples in a final state, written by any of its flow runs."""
+    with session_scope(get_engine(database_url)) as session:
+        return storage.count_final(session, run_id=run_id)
+
+
 def mark_interrupted(database_url: str, *, run_id: str) -> bool:
     """Record that the run was stopped by an interrupt (Ctrl-C, SIGTERM): it stays resumable."""
     with session_scope(get_engine(database_url)) as session:

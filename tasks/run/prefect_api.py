@@ -19,6 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import httpx
 from prefect.events.worker import EventsWorker
@@ -89,18 +90,24 @@ def _wait_healthy(proc: subprocess.Popen[bytes], api_url: str, timeout: float) -
                       "to a running server")
 
 
+@dataclass(frozen=True, slots=True)
+class PrefectApi:
+    url: str
+    temporary: bool  # started for this command, stopped when it ends
+
+
 @contextmanager
-def prefect_api() -> Iterator[str]:
-    """Yield the API URL to use: the configured one as is, or a temporary server's (API only,
-    no UI, no background services), which is stopped when the block ends."""
+def prefect_api() -> Iterator[PrefectApi]:
+    """Yield the API to use: the configured one as is, or a temporary server (API and UI, no
+    background services), which is stopped when the block ends."""
     configured = configured_api_url()
     if configured:
-        yield configured
+        yield PrefectApi(configured, temporary=False)
         return
     port = _free_port()
     api_url = f"http://127.0.0.1:{port}/api"
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-               "--port", str(port), "--no-ui", "--no-services", "--log-level", "ERROR"]
+               "--port", str(port), "--ui", "--no-services", "--log-level", "ERROR"]
     proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True,
                             preexec_fn=_die_with_parent)
@@ -108,7 +115,7 @@ def prefect_api() -> Iterator[str]:
         _wait_healthy(proc, api_url, _startup_timeout())
         with temporary_settings(updates={PREFECT_API_URL: api_url}):
             try:
-                yield api_url
+                yield PrefectApi(api_url, temporary=True)
             finally:
                 _flush_to_api()
     finally:

@@ -1,4 +1,9 @@
-"""Live counters of a run in this process, read by the progress reporter."""
+"""Live counters of a run, read by the progress reporter.
+
+A run may be shared by several flow runs (peers on other workers). Each flow run counts its own
+samples here; the run's count comes from Postgres (`run_finished`), so every peer's progress is
+the run's, reaches 100% when the run completes, and says which part is its own.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from tasks.records.models import SampleResult
 @dataclass(slots=True)
 class ProgressBoard:
     total: int
-    done_before: int = 0  # samples already final when this session started (resume)
+    done_before: int = 0  # samples already final when this flow run started (resume, peers)
+    run_finished: int | None = None  # the run's final samples, all flow runs, as last read
     counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "rejected": 0,
                                                             "failed": 0})
     completion_tokens: int = 0
@@ -23,15 +29,23 @@ class ProgressBoard:
             self.tokens_saved += entry.tokens_saved
 
     @property
+    def own(self) -> int:
+        """Samples this flow run brought to a final state."""
+        return sum(self.counts.values())
+
+    @property
     def finished(self) -> int:
-        return self.done_before + sum(self.counts.values())
+        """The run's final samples: as read from Postgres, or, before the first read (and
+        between batch writes), what this flow run knows of."""
+        return max(self.run_finished or 0, self.done_before + self.own)
 
     @property
     def fraction(self) -> float:
-        return self.finished / self.total if self.total else 1.0
+        return min(self.finished / self.total, 1.0) if self.total else 1.0
 
     def line(self) -> str:
         c = self.counts
-        return (f"{self.finished}/{self.total} samples ({self.fraction:.0%}): "
-                f"accepted {c['accepted']}, rejected {c['rejected']}, failed {c['failed']}; "
-                f"{self.completion_tokens:,} completion tokens, ~{self.tokens_saved:,} saved")
+        return (f"{self.finished}/{self.total} samples of the run ({self.fraction:.0%}); "
+                f"this flow run: {self.own} (accepted {c['accepted']}, rejected "
+                f"{c['rejected']}, failed {c['failed']}), {self.completion_tokens:,} completion "
+                f"tokens, ~{self.tokens_saved:,} saved")

@@ -119,6 +119,8 @@ ledger = Table(
     # No server default here: the bulk insert leaves out columns that have one (0007 gives the
     # database column a default only to fill the rows written before it).
     Column("call_kind", Text, nullable=False),
+    # The model the endpoint named in its chunks (migration 0009); `model` is the one asked for.
+    Column("served_model", Text, nullable=True),
 )
 
 quality_gate_results = Table(

@@ -91,6 +91,12 @@ def done_keys(session: Session, *, run_id: str,
     return {(r.prompt_id, r.sample_index) for r in session.execute(query)}
 
 
+def count_final(session: Session, *, run_id: str) -> int:
+    """How many of the run's samples are in a final state (every flow run's)."""
+    return int(session.execute(select(func.count()).select_from(samples).where(
+        samples.c.run_id == run_id, samples.c.status.in_(FINAL_STATUSES))).scalar() or 0)
+
+
 def _clean_text(text: str) -> str:
     if "\x00" in text:  # Postgres text and jsonb cannot store NUL
         text = text.replace("\x00", "\ufffd")

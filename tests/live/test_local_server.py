@@ -26,7 +26,7 @@ LONG_PROMPT = "Write a long story about a lighthouse keeper, chapter after chapt
 PREDICTED = "llamacpp:tokens_predicted_total"
 
 
-def test_stream_is_one_token_per_chunk_with_usage_in_the_last(
+def test_stream_sends_tokens_as_chunks_and_usage_in_the_last(
         local_model: LocalModelServer) -> None:
     body = {"model": local_model.alias, "messages": [{"role": "user", "content": LONG_PROMPT}],
             "max_tokens": 24, "temperature": 0.7, "seed": 1, "stream": True,
@@ -45,8 +45,10 @@ def test_stream_is_one_token_per_chunk_with_usage_in_the_last(
     assert all("usage" not in c for c in chunks[:-1])  # only the last chunk carries usage
     finish = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1]
     assert finish in {"length", "stop"}
-    # One token per chunk: the count equals the chunks (the end-of-text token is not sent).
-    assert last["usage"]["completion_tokens"] - (finish == "stop") == len(content)
+    # A token per chunk (the end-of-text token is not sent); a character split over two
+    # tokens waits for the second, so a chunk may now and then carry two.
+    sent = last["usage"]["completion_tokens"] - (finish == "stop")
+    assert sent - 2 <= len(content) <= sent
 
 
 def _job(server: LocalModelServer, *, max_tokens: int, extra_body: dict[str, Any] | None = None,

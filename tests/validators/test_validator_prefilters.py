@@ -10,6 +10,7 @@ matches with ASCII ones (ı, İ, ſ, the Kelvin sign).
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +19,7 @@ from hypothesis import strategies as st
 from validators.base import Checkpoint, ProblemContext, Step
 from validators.builtin import hallucination, repetition
 from validators.checkpoints import CheckpointSplitter
-from validators.lib import answers, equations
+from validators.lib import answer_markers, answers, equations
 from validators.registry import build
 
 ODD = ["ı", "İ", "ſ", "\u212a"]  # i, i, s, k under re.IGNORECASE
@@ -102,31 +103,26 @@ def test_periodicity_prefilter_never_misses_a_run(text: str, min_run: int) -> No
 ANSWER_PIECES = [
     "the answer is 5.", "THE ANSWER IS 7.", "the anſwer is 3.", "The final answer is: 9",
     "Answer: 12", "A: 4", "#### 72", "#### Part 1", "\\boxed{3}", "\n", " ", ":", "#",
-    "nswer", "so ", "x", "my answer is 2.",
+    "nswer", "so ", "x", "my answer is 2.", "**Final Answer**", "the correct option is (B)",
+    "42 is the answer", "Answer - 5", "ANSWER", "ſ",
 ]
 
 
 def _text_matches_unfiltered(text: str) -> list[answers.AnswerMatch]:
-    """answers._text_matches without its per-pattern prefilters."""
-    out: list[answers.AnswerMatch] = []
-    for m in answers._GSM8K.finditer(text):
-        if answers._GSM8K_VALUE.match(m.group(1)):
-            out.append(answers.AnswerMatch("gsm8k", m.group(1), m.start(), m.end()))
-            if len(out) > answers.MAX_MARKERS:
-                break
-    for pattern, kind in ((answers._LINE, "line"), (answers._PHRASE, "phrase")):
-        for m in pattern.finditer(text):
-            value = next(v for k, v in m.groupdict().items() if v is not None)
-            out.append(answers.AnswerMatch(kind, value, m.start(), m.end()))
-            if len(out) > 4 * answers.MAX_MARKERS:
-                break
-    return out
+    """answer_markers._text_matches with every row of the table tried (no prefilter)."""
+    everything = tuple(replace(row, needs=("",)) for row in answer_markers.MARKERS)
+    original = answer_markers.MARKERS
+    answer_markers.MARKERS = everything
+    try:
+        return answer_markers._text_matches(text)
+    finally:
+        answer_markers.MARKERS = original
 
 
 @settings(max_examples=300, deadline=None)
 @given(_text(ANSWER_PIECES, max_size=10))
 def test_answer_marker_prefilters_agree_with_the_full_scans(text: str) -> None:
-    assert answers._text_matches(text) == _text_matches_unfiltered(text)
+    assert answer_markers._text_matches(text) == _text_matches_unfiltered(text)
 
 
 SPLIT_PIECES = ["a", "b", " ", "\n", "\n\n", "#", "##", "x\n", "\n#"]

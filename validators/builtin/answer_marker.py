@@ -24,7 +24,7 @@ from dataclasses import replace
 from pydantic import BaseModel, ConfigDict, Field
 
 from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
-from validators.lib.answers import AnswerMatch, AnswerReader, answers_match
+from validators.lib.answers import AnswerMatch, AnswerReader
 
 _DIGIT = re.compile(r"\d")
 
@@ -68,7 +68,6 @@ class _AnswerMarkerSession(ValidatorSession):
         self.words_before = 0  # words written before the first marker
         self.digit_before = False
         self.first: str | None = None  # normalised answer of the first marker
-        self.first_raw = ""
         self.reader = AnswerReader()
         self.first_step: int | None = None
         self.words_after = 0  # words after the first marker since it was last restated
@@ -100,7 +99,6 @@ class _AnswerMarkerSession(ValidatorSession):
         words = self.words_before + len(head.split())
         digit = self.digit_before or bool(_DIGIT.search(head))
         self.first, self.first_step = markers[0].normalized, index
-        self.first_raw = markers[0].raw
         if self.p.min_words_before and words < self.p.min_words_before and not digit:
             return self.v.fault("premature_answer_marker",
                                 f"final answer {self.first!r} written before any reasoning "
@@ -116,8 +114,7 @@ class _AnswerMarkerSession(ValidatorSession):
                      start: int) -> Verdict | None:
         """Judge `text[start:]`, which follows the first marker; `markers` lie in it."""
         for m in markers:
-            if (self.p.duplicate and m.normalized != self.first
-                    and answers_match(m.raw, self.first_raw) is False):
+            if self.p.duplicate and m.normalized != self.first:
                 return self.v.fault("duplicate_answer_marker",
                                     f"second final answer {m.normalized!r} differs from the "
                                     f"first {self.first!r}", step_index=index)

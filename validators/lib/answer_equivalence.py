@@ -38,6 +38,9 @@ _ALLOWED_COMMANDS = frozenset(
     "ln log sin cos tan sec csc cot exp min max gcd lcm mid approx boxed quad qquad dots ldots "
     "cdots alpha beta gamma theta phi lambda mu sigma omega mbox displaystyle tfrac sqrt"
     .split())
+# ASCII math only, with a digit or a command: prose and stray symbols are not compared.
+_MATHLIKE = re.compile(r"[0-9a-zA-Z\\{}()\[\]^_+\-*/.,=<>|%$! ']+")
+_HAS_MATH = re.compile(r"\d|\\[a-zA-Z]")
 _COMMAND = re.compile(r"\\([a-zA-Z]+)")
 _EXPONENT = re.compile(r"(\d*)\s*\^\s*(\{|\\?[a-zA-Z0-9.]+)")
 # An exponent: one digit, 10-12, a letter, or minus one of those; 10^k with k up to 99.
@@ -69,7 +72,9 @@ def _tame_exponent(s: str, m: re.Match[str]) -> bool:
 
 def safe_to_parse(s: str) -> bool:
     """The prefilter: whether `s` is small and tame enough for math-verify's parser."""
-    if not s or len(s) > MAX_CHARS or _LONG_NUMBER.search(s) or _depth(s) > MAX_DEPTH:
+    if not s or len(s) > MAX_CHARS or not _MATHLIKE.fullmatch(s) or not _HAS_MATH.search(s):
+        return False
+    if _LONG_NUMBER.search(s) or _depth(s) > MAX_DEPTH:
         return False
     if any(c not in _ALLOWED_COMMANDS for c in _COMMAND.findall(s)):
         return False

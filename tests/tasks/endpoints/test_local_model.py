@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 
+from foldem import PROJECT_ROOT
 from foldem.cli.main import main
 from foldem.core.errors import ConfigError, LocalModelUnavailableError, SpecError
-from foldem.spec.job import JobSpec, parse_job
+from foldem.spec.job import JobSpec, load_job, parse_job
 from tasks.endpoints import local_model
 from tasks.endpoints.local_model import LocalModelOptions, bundled_model_path
 from tasks.run import demo_endpoint
@@ -137,3 +138,13 @@ def test_embedded_endpoints_start_the_local_server_for_the_run(
                         "far": "http://gpu:8000/v1"}
         assert replay is None and len(started) == 1 and not stopped  # one server for both
     assert stopped == [True]
+
+
+@pytest.mark.parametrize("name", ["live-gsm8k.yaml", "live-structured.yaml"])
+def test_live_examples_run_on_the_local_model(name: str) -> None:
+    job = load_job(PROJECT_ROOT / "examples" / name)
+    assert {ep.base_url for ep in job.endpoints} == {"local"}
+    assert job.local.threads == 1  # `make live` shares the cores with the flow
+    constrained = [ep.extra_body for ep in job.endpoints if ep.extra_body]
+    assert constrained  # a grammar for the judge, JSON syntax for the records
+    assert job.samples_per_prompt * (job.prompts.limit or 0) <= 40  # minutes, not hours

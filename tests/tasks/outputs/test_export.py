@@ -16,7 +16,7 @@ from foldem import __version__
 from foldem.core.errors import ConfigError, DatabaseError
 from tasks.outputs import export, sinks
 from tasks.outputs.export import export_run, solution_text
-from tasks.outputs.manifest import PLAIN_COLUMNS, ExportManifest, file_sha256
+from tasks.outputs.manifest import CHAT_COLUMNS, PLAIN_COLUMNS, ExportManifest, file_sha256
 from tasks.records.models import SampleResult, SampleStatus, StageText
 from tests.support.samples import commit_run, sample_result
 
@@ -84,7 +84,7 @@ def test_export_loads_with_datasets(pg_url: str, mixed_run: str, out_dir: Path,
         data = load_dataset("json" if name.endswith(".jsonl") else "parquet", out_dir / name)
         assert data.num_rows == 5, name
         if name.startswith("chat"):
-            assert data.column_names == ["messages"]
+            assert data.column_names == list(CHAT_COLUMNS)
             first = data[0]["messages"]
             assert [m["role"] for m in first] == ["system", "user", "assistant"]
             assert first[0]["content"] == "You are a careful tutor."
@@ -135,7 +135,7 @@ def test_empty_run_exports_empty_files(pg_url: str, out_dir: Path) -> None:
     # `datasets` 5.2 refuses zero-row files of either format; pyarrow reads the schema.
     table = pq.read_table(out_dir / "plain.parquet")
     assert (table.num_rows, table.column_names) == (0, list(PLAIN_COLUMNS))
-    assert pq.read_table(out_dir / "chat.parquet").column_names == ["messages"]
+    assert pq.read_table(out_dir / "chat.parquet").column_names == list(CHAT_COLUMNS)
     for f in manifest.files:
         assert f.sha256 == file_sha256(out_dir / f.name)
 

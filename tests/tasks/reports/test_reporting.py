@@ -40,3 +40,12 @@ def test_terminal_text_names_the_run_and_counts() -> None:
     text = summary_text(_summary())
     assert text.splitlines()[0] == "run nightly-1: completed"
     assert "accepted          6" in text and "arithmetic" in text
+
+
+def test_replay_figure_says_whose_it_is() -> None:
+    """A peer's (or a resumed session's) replay endpoint served only that flow run: the figure
+    is labelled as the flow run's, beside the run's ledger total."""
+    s = _summary(server_tokens_sent=1200)
+    for text in (summary_text(s), summary_markdown(s, job_name="gsm8k")):
+        assert "this flow run started sent it 1,200 completion tokens" in text
+        assert "the run's ledger, all flow runs and sessions: 2,000" in text
