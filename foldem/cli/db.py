@@ -34,6 +34,10 @@ def cmd_url(args: argparse.Namespace) -> int:
     from tasks.store.embedded_pg import embedded_data_dir
 
     url = _url(args)
+    if args.prefect:  # for PREFECT_API_DATABASE_CONNECTION_URL: Prefect's own database
+        print(make_url(url).set(drivername="postgresql+asyncpg", database="prefect")
+              .render_as_string(hide_password=False))
+        return 0
     if args.libpq:  # for `psql "$(foldem db url --libpq)"`: the full URL, password included
         print(libpq_url(url))
         return 0
@@ -102,6 +106,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       "--libpq)\"")
     only.add_argument("--sqlalchemy", action="store_true",
                       help="print only the SQLAlchemy URL, password included")
+    only.add_argument("--prefect", action="store_true",
+                      help="print the URL of a database named `prefect` on the same server, "
+                      "for a Prefect server's PREFECT_API_DATABASE_CONNECTION_URL (create it "
+                      "first: psql \"$(foldem db url --libpq)\" -c 'CREATE DATABASE prefect')")
     url.set_defaults(func=cmd_url)
 
     mig = sub.add_parser("migrate", help="create or upgrade the schema (Alembic, to head)")

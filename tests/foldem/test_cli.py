@@ -91,6 +91,15 @@ def test_unreachable_database_is_one_line_before_prefect(tmp_path: Path) -> None
     assert not (tmp_path / "prefect-home").exists()  # Prefect never started
 
 
+def test_db_url_for_prefects_own_database(tmp_path: Path) -> None:
+    """`foldem db url --prefect` names a `prefect` database on the results server, with the
+    driver Prefect's server needs, wherever that server is (no hard-coded socket path)."""
+    res = run_cli(["db", "url", "--prefect", "--database-url",
+                   "postgresql://analyst:pw@db.internal:5433/foldem"], tmp_path, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "postgresql+asyncpg://analyst:pw@db.internal:5433/prefect"
+
+
 @pytest.mark.integration
 def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
     """`foldem run` with `base_url: replay` starts the replay endpoint itself; the embedded
