@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from foldem import PROJECT_ROOT
-from foldem.core.errors import DataNotFoundError, SpecError
+from foldem.core.errors import SpecError
 from foldem.spec.job import load_job
 
 EXAMPLE = PROJECT_ROOT / "examples" / "gsm8k.yaml"
@@ -89,6 +89,7 @@ def test_malformed_yaml(tmp_path: Path, text: str, fragment: str) -> None:
     assert fragment in err.value.message
 
 
-def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(DataNotFoundError):
+def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
+    """A job file that is not there is the user's spec mistake (exit 2), like a bad one."""
+    with pytest.raises(SpecError, match="job spec not found"):
         load_job(tmp_path / "nope.yaml")
