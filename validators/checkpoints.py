@@ -1,4 +1,6 @@
-"""Cut a token stream into checkpoints: at step boundaries and at fractions of expected length.
+"""Cut a token stream into checkpoints: at step boundaries, at fractions of expected length, and
+inside a step that runs `step_tokens` tokens without a separator (a runaway line would otherwise
+reach max_tokens unjudged).
 
 Pure and incremental: `push(text, tokens)` takes each new chunk and returns the checkpoints it
 completes; work is proportional to the new text (only the unfinished tail is re-scanned for the
@@ -14,9 +16,12 @@ _NEVER = 1 << 62  # a token count no stream reaches: no fraction checkpoint left
 
 class CheckpointSplitter:
     def __init__(self, *, separator: str = "\n", every_step: bool = True,
-                 fractions: list[float] | None = None, expected_tokens: int | None = None) -> None:
+                 fractions: list[float] | None = None, expected_tokens: int | None = None,
+                 step_tokens: int | None = None) -> None:
         self.separator = separator
         self.every_step = every_step
+        self.step_tokens = step_tokens
+        self._bound_from = 0  # tokens at the last step boundary or bounded checkpoint
         self.thresholds = sorted(
             int(f * expected_tokens) for f in (fractions or []) if expected_tokens)
         self.expected_tokens = expected_tokens
@@ -24,7 +29,8 @@ class CheckpointSplitter:
         # ends: `+=` on an attribute copies the whole tail at every token) and its length.
         self._buf: list[str] = []
         self._buf_len = 0
-        self._next_threshold = self.thresholds[0] if self.thresholds else _NEVER
+        self._next_fraction = self.thresholds[0] if self.thresholds else _NEVER
+        self._next_threshold = self._next_stop()
         self._joining = frozenset(separator[1:])
         self._pending: list[Step] = []  # complete steps not yet handed out
         self._step_index = 0
@@ -86,6 +92,7 @@ class CheckpointSplitter:
         while (at := buf.find(sep, max(pos, start))) >= 0:
             self._add_step(buf[pos:at], out, checkpoint=self.every_step)
             pos = at + len(sep)
+            self._bound_from = self._tokens
         rest = buf[pos:]
         while len(rest) > MAX_STEP_CHARS:
             # A step that never ends (a 1 MB line): hand it on in bounded pieces, each judged.
@@ -96,8 +103,20 @@ class CheckpointSplitter:
         while self.thresholds and self._tokens >= self.thresholds[0]:
             self.thresholds.pop(0)
             out.append(self._emit(tail=rest))
-        self._next_threshold = self.thresholds[0] if self.thresholds else _NEVER
+            self._bound_from = self._tokens
+        if self.step_tokens and self._tokens - self._bound_from >= self.step_tokens:
+            if rest.strip():
+                out.append(self._emit(tail=rest))  # a long step so far: judge its text now
+            self._bound_from = self._tokens
+        self._next_fraction = self.thresholds[0] if self.thresholds else _NEVER
+        self._next_threshold = self._next_stop()
         return out
+
+    def _next_stop(self) -> int:
+        """The token count at which a push must take the slow path: the next fraction, or the
+        bound on tokens without a checkpoint inside one step."""
+        bound = self._bound_from + self.step_tokens if self.step_tokens else _NEVER
+        return min(self._next_fraction, bound)
 
     def _add_step(self, text: str, out: list[Checkpoint], *, checkpoint: bool) -> None:
         """A complete step (in pieces of at most MAX_STEP_CHARS, nothing dropped)."""

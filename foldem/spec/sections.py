@@ -78,6 +78,9 @@ class Checkpoints(_Strict):
     every_step: bool = Field(True, description="Judge at every step boundary.")
     fractions: list[float] = Field(default_factory=list, description="Also judge when these "
                                    "fractions of expected_tokens have streamed (paper: [0.5]).")
+    max_step_tokens: int | None = Field(
+        256, ge=8, le=1_000_000, description="Also judge a step that has run this many tokens "
+        "without a separator (a runaway line), with the line so far; null: only at separators.")
 
     @field_validator("separator", mode="before")
     @classmethod

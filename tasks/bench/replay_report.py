@@ -1,14 +1,27 @@
-"""DIR/report.md and its PNG charts for `foldem bench replay` (style of tasks/reports/charts.py)."""
+"""DIR/report.md and its PNG charts for `foldem bench replay` (style and colours of
+tasks/reports/charts.py: rejections red/orange, never green; every title names the benchmark)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from foldem.core.traces import Trace
 from tasks.bench.replay_runs import ModeResult
-from tasks.reports.charts import DPI, PALETTE, _figure, _style
+from tasks.reports.charts import (
+    DPI,
+    FAILED,
+    NEUTRAL,
+    NEUTRAL_LIGHT,
+    REJECTED,
+    REJECTION_SHADES,
+    _figure,
+    _style,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _MODE_LABELS = {"full": "generate then filter", "msifr": "in-flight rejection",
                 "answer": "+ stop at final answer", "agreement": "+ agreement of k samples",
@@ -19,16 +32,16 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.1f}%"
 
 
-def _tokens_chart(groups: dict[str, dict[str, Any]], title: str, path: Path) -> None:
+def _tokens_chart(groups: dict[str, dict[str, Any]], title: str) -> Figure:
     names = list(groups)
     fig = _figure(max(5.0, 1.2 * len(names) + 2), 3.6)
     ax = fig.add_subplot()
     xs = range(len(names))
     width = 0.38
     ax.bar([x - width / 2 for x in xs], [groups[n]["tokens_full"] for n in names], width,
-           label="generate then filter", color=PALETTE[7])
+           label="generate then filter", color=NEUTRAL_LIGHT)
     ax.bar([x + width / 2 for x in xs], [groups[n]["tokens_msifr"] for n in names], width,
-           label="in-flight rejection", color=PALETTE[0])
+           label="in-flight rejection", color=NEUTRAL)
     for x, n in zip(xs, names, strict=True):
         ax.annotate(f"-{_pct(groups[n]['token_reduction'])}", (x + width / 2,
                     groups[n]["tokens_msifr"]), ha="center", va="bottom", fontsize=8)
@@ -37,10 +50,10 @@ def _tokens_chart(groups: dict[str, dict[str, Any]], title: str, path: Path) -> 
     ax.set_ylabel("completion tokens (o200k)")
     ax.legend(fontsize=8, frameon=False)
     _style(ax, title)
-    fig.savefig(path, dpi=DPI)
+    return fig
 
 
-def _validators_chart(per_validator: dict[str, dict[str, Any]], path: Path) -> None:
+def _validators_chart(per_validator: dict[str, dict[str, Any]], scope: str) -> Figure:
     names = list(per_validator) or ["(none)"]
     rows = [per_validator.get(n, {}) for n in names]
     clean = [r.get("on_clean", 0) for r in rows]
@@ -48,18 +61,21 @@ def _validators_chart(per_validator: dict[str, dict[str, Any]], path: Path) -> N
     other = [r.get("rejected", 0) - c - w for r, c, w in zip(rows, clean, wrong, strict=True)]
     fig = _figure(6.5, 0.45 * len(names) + 1.6)
     ax = fig.add_subplot()
-    ax.barh(names, wrong, color=PALETTE[2], label="labelled wrong step")
-    ax.barh(names, other, left=wrong, color=PALETTE[7], label="no step label")
+    # All three are rejections, so all red/orange: the shade says how right the rejection was.
+    ax.barh(names, wrong, color=REJECTED, label="labelled wrong step")
+    ax.barh(names, other, left=wrong, color=REJECTION_SHADES[3], label="no step label")
     ax.barh(names, clean, left=[w + o for w, o in zip(wrong, other, strict=True)],
-            color=PALETTE[3], label="clean trace (false rejection)")
+            color=REJECTION_SHADES[2], hatch="//", edgecolor="white",
+            label="clean trace (false rejection)")
     ax.invert_yaxis()
     ax.set_xlabel("traces rejected in flight (stage: solve)")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
-    _style(ax, "Rejections by validator", grid="x")
-    fig.savefig(path, dpi=DPI)
+    _style(ax, f"Rejections by validator — {scope}", grid="x")
+    return fig
 
 
-def _fire_chart(traces: Sequence[Trace], full: ModeResult, msifr: ModeResult, path: Path) -> None:
+def _fire_chart(traces: Sequence[Trace], full: ModeResult, msifr: ModeResult,
+                scope: str) -> Figure:
     fractions, relative = [], []
     for t in traces:
         row, base = msifr.rows[t.id], full.rows[t.id]
@@ -71,30 +87,51 @@ def _fire_chart(traces: Sequence[Trace], full: ModeResult, msifr: ModeResult, pa
             relative.append(row.step_index - t.first_error_step)
     fig = _figure(9.0, 3.4)
     left, right = fig.subplots(1, 2)
-    left.hist(fractions or [0], bins=20, range=(0, 1), color=PALETTE[0])
+    left.hist(fractions or [0], bins=20, range=(0, 1), color=REJECTED)
     left.set_xlabel("share of the full trace streamed when rejected")
-    left.set_ylabel("traces")
-    _style(left, "Where rejections fire")
+    left.set_ylabel("rejected traces")
+    fig.suptitle(f"Where rejections fire — {scope}", fontsize=11, x=0.01, ha="left")
+    _style(left, "Share of the trace streamed")
     if relative:
         lo, hi = max(-10, min(relative)), min(10, max(relative))
         clipped = [min(hi, max(lo, r)) for r in relative]
-        right.hist(clipped, bins=range(lo, hi + 2), align="left", color=PALETTE[1])
+        right.hist(clipped, bins=range(lo, hi + 2), align="left", color=REJECTION_SHADES[1])
     right.set_xlabel("rejected at step − labelled wrong step (clipped to ±10)")
     _style(right, "Against the human label")
-    fig.savefig(path, dpi=DPI)
+    return fig
 
 
-def _modes_chart(results: dict[str, ModeResult], path: Path) -> None:
+def _modes_chart(results: dict[str, ModeResult], scope: str) -> Figure:
     names = list(results)
     tokens = [sum(r.completion_tokens for r in results[n].rows.values()) for n in names]
     fig = _figure(7.0, 0.5 * len(names) + 1.4)
     ax = fig.add_subplot()
     ax.barh([_MODE_LABELS.get(n, n) for n in names], tokens,
-            color=[PALETTE[i % len(PALETTE)] for i in range(len(names))])
+            color=[FAILED if n == "full" else NEUTRAL for n in names])
     ax.invert_yaxis()
     ax.set_xlabel("completion tokens (o200k)")
-    _style(ax, "Tokens by mode", grid="x")
-    fig.savefig(path, dpi=DPI)
+    _style(ax, f"Tokens by mode — {scope}", grid="x")
+    return fig
+
+
+def bench_scope(summary: dict[str, Any]) -> str:
+    """What every chart title names: this benchmark and its size."""
+    return f"replay benchmark, {summary['traces']:,} traces"
+
+
+def build_charts(summary: dict[str, Any], traces: Sequence[Trace],
+                 results: dict[str, ModeResult]) -> dict[str, Figure]:
+    """The report's charts by file name (nothing drawn to disk)."""
+    scope = bench_scope(summary)
+    return {
+        "tokens_by_dataset.png": _tokens_chart(summary["per_dataset"],
+                                               f"Tokens by dataset — {scope}"),
+        "tokens_by_generator.png": _tokens_chart(summary["per_generator"],
+                                                 f"Tokens by recorded generator — {scope}"),
+        "rejections_by_validator.png": _validators_chart(summary["per_validator"], scope),
+        "rejection_position.png": _fire_chart(traces, results["full"], results["msifr"], scope),
+        "tokens_by_mode.png": _modes_chart(results, scope),
+    }
 
 
 def _group_table(title: str, groups: dict[str, dict[str, Any]]) -> list[str]:
@@ -119,12 +156,8 @@ def write_report(summary: dict[str, Any], runs: dict[str, Any], traces: Sequence
               "Tokens by generator", "rejections_by_validator.png": "Rejections by validator",
               "rejection_position.png": "Where rejections fire", "tokens_by_mode.png":
               "Tokens by mode"}
-    _tokens_chart(summary["per_dataset"], "Tokens by dataset", out / "tokens_by_dataset.png")
-    _tokens_chart(summary["per_generator"], "Tokens by generator",
-                  out / "tokens_by_generator.png")
-    _validators_chart(summary["per_validator"], out / "rejections_by_validator.png")
-    _fire_chart(traces, results["full"], results["msifr"], out / "rejection_position.png")
-    _modes_chart(results, out / "tokens_by_mode.png")
+    for name, fig in build_charts(summary, traces, results).items():
+        fig.savefig(out / name, dpi=DPI)
     s = summary
     lines = [
         "# Replay benchmark", "",

@@ -45,7 +45,8 @@ class StageJudging(ABC):
         cps = stage.checkpoints
         self.splitter = CheckpointSplitter(separator=cps.separator, every_step=cps.every_step,
                                            fractions=cps.fractions,
-                                           expected_tokens=stage.expected_tokens)
+                                           expected_tokens=stage.expected_tokens,
+                                           step_tokens=cps.max_step_tokens)
         #: The decision that ended the stream early, then the stage's (None: the stream was
         #: cut by the step judge, or never ended).
         self.decision: Decision | None = None

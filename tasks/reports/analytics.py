@@ -67,26 +67,37 @@ FROM by_validator AS v
 LEFT JOIN stage_samples AS s USING (stage) LEFT JOIN reasons AS r USING (stage, validator)
 ORDER BY v.rejections DESC, v.stage, v.validator"""
 _TOKENS = """
-SELECT stage, count_source, sum(calls) AS calls, sum(aborted_calls) AS aborted_calls,
-       sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
-       sum(completion_tokens_rejected) AS completion_tokens_rejected,
-       sum(tokens_saved) AS tokens_saved
-FROM run_token_usage WHERE run_id = ANY(:run_ids)
-GROUP BY stage, count_source ORDER BY stage, count_source"""
+WITH usage AS (
+    SELECT stage, count_source, sum(calls) AS calls, sum(aborted_calls) AS aborted_calls,
+           sum(prompt_tokens) AS prompt_tokens, sum(completion_tokens) AS completion_tokens,
+           sum(completion_tokens_rejected) AS completion_tokens_rejected,
+           sum(tokens_saved) AS tokens_saved
+    FROM run_token_usage WHERE run_id = ANY(:run_ids) GROUP BY stage, count_source
+), failed AS (  -- the view does not split off failed samples; the charts draw them grey
+    SELECT l.stage, l.count_source, sum(l.completion_tokens) AS completion_tokens_failed
+    FROM ledger AS l JOIN samples AS s USING (run_id, prompt_id, sample_index)
+    WHERE l.run_id = ANY(:run_ids) AND s.status = 'failed' GROUP BY l.stage, l.count_source
+)
+SELECT u.*, coalesce(f.completion_tokens_failed, 0) AS completion_tokens_failed
+FROM usage AS u LEFT JOIN failed AS f USING (stage, count_source)
+ORDER BY stage, count_source"""
 _FIRE = """
 SELECT {label} AS bucket, validator, sum(rejections) AS rejections,
        coalesce(sum(rejections) FILTER (WHERE cut_stream), 0) AS in_flight
 FROM rejection_fire_points WHERE run_id = ANY(:run_ids)
 GROUP BY {order}, {label}, validator ORDER BY {order} NULLS LAST, validator"""
-# Percentiles do not add up across days or runs, so latency comes from the ledger itself.
+# Percentiles do not add up across days or runs, so latency comes from the ledger itself; per
+# the model the endpoint named (a replay of `*` names each recorded generator).
 _LATENCY = """
-SELECT endpoint, model, count(*) AS calls, count(*) FILTER (WHERE error IS NOT NULL) AS errors,
+SELECT endpoint, coalesce(served_model, model) AS model, count(*) AS calls,
+       count(*) FILTER (WHERE error IS NOT NULL) AS errors,
        sum(attempts - 1) AS retries,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY ttft_ms) AS p50_ttft_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY ttft_ms) AS p95_ttft_ms,
        percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50_duration_ms,
        percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_duration_ms
-FROM ledger WHERE run_id = ANY(:run_ids) GROUP BY endpoint, model ORDER BY endpoint, model"""
+FROM ledger WHERE run_id = ANY(:run_ids)
+GROUP BY endpoint, coalesce(served_model, model) ORDER BY endpoint, model"""
 
 RowT = TypeVar("RowT", bound=_Row)
 

@@ -21,8 +21,31 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 110
-PALETTE = ["#4C72B0", "#DD8452", "#55A868", "#C44E52", "#8172B3", "#937860", "#DA8BC3",
-           "#8C8C8C", "#CCB974", "#64B5CD"]
+# One meaning per colour in every chart: accepted green, rejected red/orange, failed grey;
+# what is no outcome (latency, modes, figures of a whole run) in blues.
+ACCEPTED = "#55A868"
+REJECTED = "#C44E52"
+FAILED = "#8C8C8C"
+NEUTRAL = "#4C72B0"
+NEUTRAL_LIGHT = "#A6BDDB"
+#: Validators' shares of the rejections, told apart within the reds and oranges.
+REJECTION_SHADES = ["#C44E52", "#DD8452", "#8C1C13", "#F2A65A", "#A0522D", "#E9967A",
+                    "#B8562F", "#F4C095"]
+
+
+def rejection_shade(i: int) -> str:
+    return REJECTION_SHADES[i % len(REJECTION_SHADES)]
+
+
+def short_scope(scope: str) -> str:
+    """A report's scope for a chart title: `run ID (the latest; ...)` -> `run ID`."""
+    return scope.split(" (")[0]
+
+
+def endpoint_label(endpoint: str, model: str) -> str:
+    """`replay · gpt3-6b`: the endpoint and the model it named (a wildcard model that named
+    none: any recorded model)."""
+    return f"{endpoint} · {'any model' if model == '*' else model}"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -49,23 +72,24 @@ def _rejections(report: AnalyticsReport) -> Figure | None:
     labels = [f"{r.stage}: {r.validator}" if several_stages else r.validator for r in rows]
     fig = _figure(8, 1.2 + 0.45 * len(rows))
     ax = fig.add_subplot()
-    bars = ax.barh(labels[::-1], [r.rejections for r in rows][::-1], color=PALETTE[0])
+    bars = ax.barh(labels[::-1], [r.rejections for r in rows][::-1], color=REJECTED)
     ax.bar_label(bars, [f"{r.rejections:,}" + (f" ({r.pct_of_stage:.1f}% of samples)"
                                                 if r.pct_of_stage is not None else "")
                         for r in rows][::-1], padding=3, fontsize=9)
     ax.set_xlabel("rejected samples")
     ax.margins(x=0.35)
-    _style(ax, f"Rejections by validator — {report.scope.split(' (')[0]}", grid="x")
+    _style(ax, f"Rejections by validator — {short_scope(report.scope)}", grid="x")
     return fig
 
 
 def _tokens(report: AnalyticsReport) -> Figure | None:
-    stages: dict[str, list[int]] = {}  # stage -> [on kept samples, on rejected, saved]
+    stages: dict[str, list[int]] = {}  # stage -> [on accepted, rejected, failed, saved]
     for r in report.tokens:
-        kept_rejected_saved = stages.setdefault(r.stage, [0, 0, 0])
-        kept_rejected_saved[0] += r.completion_tokens - r.completion_tokens_rejected
-        kept_rejected_saved[1] += r.completion_tokens_rejected
-        kept_rejected_saved[2] += r.tokens_saved
+        split = stages.setdefault(r.stage, [0, 0, 0, 0])
+        split[0] += r.completion_tokens - r.completion_tokens_rejected - r.completion_tokens_failed
+        split[1] += r.completion_tokens_rejected
+        split[2] += r.completion_tokens_failed
+        split[3] += r.tokens_saved
     if not stages:
         return None
     names = list(stages)
@@ -73,20 +97,23 @@ def _tokens(report: AnalyticsReport) -> Figure | None:
     ax = fig.add_subplot()
     left = [0] * len(names)
     widest = max(sum(parts) for parts in stages.values()) or 1
-    parts = ("completion tokens, accepted/failed samples", "completion tokens, rejected samples",
+    parts = ("accepted samples", "rejected samples", "failed samples",
              "saved by cutting streams (est.)")
-    for i, (part, color) in enumerate(zip(parts, [PALETTE[2], PALETTE[3], "#FFFFFF"],
+    for i, (part, color) in enumerate(zip(parts, [ACCEPTED, REJECTED, FAILED, "#FFFFFF"],
                                           strict=True)):
         values = [stages[n][i] for n in names]
-        bars = ax.barh(names, values, left=left, color=color, edgecolor=PALETTE[7], label=part,
-                       hatch="//" if i == 2 else None)
+        if i == 2 and not any(values):
+            continue  # no failed samples: no legend entry for them
+        bars = ax.barh(names, values, left=left, color=color, edgecolor=FAILED, label=part,
+                       hatch="//" if i == 3 else None)
         # a number inside a segment only where it fits (over ~8% of the widest bar)
         ax.bar_label(bars, [f"{v:,}" if v > 0.08 * widest else "" for v in values],
-                     label_type="center", fontsize=9, color="white" if i < 2 else "black")
+                     label_type="center", fontsize=9, color="white" if i < 3 else "black")
         left = [a + b for a, b in zip(left, values, strict=True)]
-    ax.set_xlabel("tokens")
+    ax.set_xlabel("completion tokens")
     fig.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
-    _style(ax, "Completion tokens by stage: where they went, and what aborting saved", grid="x")
+    _style(ax, f"Completion tokens by stage, and what aborting saved — "
+               f"{short_scope(report.scope)}", grid="x")
     return fig
 
 
@@ -104,7 +131,7 @@ def _fire(rows: Sequence[FireRow], title: str, xlabel: str) -> Figure | None:
             if r.validator == validator:
                 counts[r.bucket] += r.rejections
         values = [counts[b] for b in buckets]
-        ax.bar(buckets, values, bottom=bottom, color=PALETTE[i % len(PALETTE)], label=validator)
+        ax.bar(buckets, values, bottom=bottom, color=rejection_shade(i), label=validator)
         bottom = [a + b for a, b in zip(bottom, values, strict=True)]
     in_flight = {b: sum(r.in_flight for r in rows if r.bucket == b) for b in buckets}
     for x, (bucket, total) in enumerate(zip(buckets, bottom, strict=True)):
@@ -124,8 +151,10 @@ def _latency(report: AnalyticsReport) -> Figure | None:
     rows = report.latency
     if not rows:
         return None
-    labels = [f"{r.endpoint}\n{r.model}" for r in rows]
-    fig = _figure(9, 3.6)
+    labels = [endpoint_label(r.endpoint, r.model).replace(" · ", "\n") for r in rows]
+    fig = _figure(max(9.0, 1.6 * len(rows) + 3), 3.9)
+    fig.suptitle(f"Endpoint latency by endpoint and model — {short_scope(report.scope)}",
+                 fontsize=11, x=0.01, ha="left")
     width = 0.38
     for n, (name, p50, p95) in enumerate((
             ("time to first token (ms)", [r.p50_ttft_ms or 0 for r in rows],
@@ -134,8 +163,8 @@ def _latency(report: AnalyticsReport) -> Figure | None:
              [r.p95_duration_ms or 0 for r in rows]))):
         ax = fig.add_subplot(1, 2, n + 1)
         xs = range(len(rows))
-        for offset, values, label, color in ((-width / 2, p50, "p50", PALETTE[0]),
-                                             (width / 2, p95, "p95", PALETTE[1])):
+        for offset, values, label, color in ((-width / 2, p50, "p50", NEUTRAL_LIGHT),
+                                             (width / 2, p95, "p95", NEUTRAL)):
             bars = ax.bar([x + offset for x in xs], values, width, label=label, color=color)
             ax.bar_label(bars, [f"{v:,.0f}" for v in values], fontsize=8, padding=2)
         ax.set_xticks(list(xs), labels, fontsize=8)
@@ -145,21 +174,26 @@ def _latency(report: AnalyticsReport) -> Figure | None:
     return fig
 
 
-def write_charts(report: AnalyticsReport, out_dir: Path) -> dict[str, Path]:
-    """Draw the charts the report has data for into out_dir; returns table key -> PNG path."""
+def build_charts(report: AnalyticsReport) -> dict[str, Figure]:
+    """The charts the report has data for, by table key (nothing drawn to disk)."""
+    scope = short_scope(report.scope)
     figures = {
         "rejections": _rejections(report),
         "tokens": _tokens(report),
         "fire_points": _fire(report.fire_by_fraction, "Where rejections fire: fraction of the "
-                             "stage's expected length", "fraction of the expected length"),
-        "fire_tokens": _fire(report.fire_by_tokens, "Where rejections fire: completion tokens "
-                             "into the stage", "completion tokens generated before the rejection"),
+                             f"expected length — {scope}", "fraction of the expected length"),
+        "fire_tokens": _fire(report.fire_by_tokens, "Where rejections fire: tokens into the "
+                             f"stage — {scope}", "completion tokens generated before the "
+                             "rejection"),
         "latency": _latency(report),
     }
+    return {key: fig for key, fig in figures.items() if fig is not None}
+
+
+def write_charts(report: AnalyticsReport, out_dir: Path) -> dict[str, Path]:
+    """Draw the charts the report has data for into out_dir; returns table key -> PNG path."""
     written: dict[str, Path] = {}
-    for key, fig in figures.items():
-        if fig is None:
-            continue
+    for key, fig in build_charts(report).items():
         path = out_dir / f"{key}.png"
         fig.savefig(path, dpi=DPI)
         written[key] = path

@@ -1,5 +1,5 @@
-"""The rows `foldem report` reads from the analytics views (tasks/reports/analytics.py runs the queries),
-one pydantic model per query, and `AnalyticsReport`, which holds them all.
+"""The rows `foldem report` reads from the analytics views (tasks/reports/analytics.py runs the
+queries), one pydantic model per query, and `AnalyticsReport`, which holds them all.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class TokenRow(_Row):
     completion_tokens: int
     completion_tokens_rejected: int  # spent on samples that ended up rejected
     tokens_saved: int
+    completion_tokens_failed: int = 0  # spent on samples that failed (an endpoint error)
 
     @property
     def saved_pct(self) -> float | None:
@@ -67,7 +68,7 @@ class FireRow(_Row):
 
 class LatencyRow(_Row):
     endpoint: str
-    model: str
+    model: str  # the model the endpoint named in its replies, else the one the job asked for
     calls: int
     errors: int
     retries: int

@@ -64,3 +64,43 @@ def test_one_huge_push_loses_nothing(every_step: bool) -> None:
     assert all(len(s) <= MAX_STEP_CHARS for s in steps)
     assert "".join(steps) == text.replace("\n", "")
     assert [s.index for cp in cps for s in cp.steps] == list(range(len(steps)))
+
+
+def test_a_step_without_separator_gets_a_checkpoint_every_step_tokens() -> None:
+    """A runaway line (no separator for hundreds of tokens) is judged inside the line, every
+    `step_tokens` tokens, with the text of the line so far as the checkpoint's tail."""
+    sp = CheckpointSplitter(separator="\n", step_tokens=50)
+    assert sp.push("Step 1: 2 + 2 = 4\n", 8) != []
+    cps = [cp for _ in range(300) for cp in sp.push("7", 1)]
+    assert [cp.tokens_so_far for cp in cps] == [58, 108, 158, 208, 258, 308]
+    assert all(cp.tail and set(cp.tail) == {"7"} and not cp.steps for cp in cps)
+    assert len(cps[-1].tail) == 300 and not cps[-1].final  # nothing cut from the step
+    sp.push("\n", 1)
+    assert sp.text == "Step 1: 2 + 2 = 4\n" + "7" * 300 + "\n"
+
+
+def test_no_bounded_checkpoint_without_step_tokens_or_inside_short_steps() -> None:
+    unbounded = CheckpointSplitter(separator="\n")
+    assert [cp for _ in range(400) for cp in unbounded.push("7", 1)] == []
+    short_steps = CheckpointSplitter(separator="\n", step_tokens=50)
+    cps = [cp for _ in range(100) for cp in short_steps.push("a b c\n", 10)]
+    assert all(not cp.tail for cp in cps)  # every step ends within the bound
+
+
+def test_a_runaway_line_is_rejected_by_repetition_before_max_tokens() -> None:
+    """A model writing one line of repeated digits: with the bounded step, the default
+    repetition check sees the line while it grows and rejects it long before 1,434 chars."""
+    from validators.base import ProblemContext
+    from validators.registry import build
+
+    session = build("repetition").open(ProblemContext(problem="What is 12 * 11?"))
+    sp = CheckpointSplitter(separator="\n", step_tokens=64)
+    fired_at = None
+    for i in range(1434):
+        for cp in sp.push("1", 1):
+            if session.feed(cp).score < 1.0:
+                fired_at = i
+                break
+        if fired_at is not None:
+            break
+    assert fired_at is not None and fired_at < 300

@@ -58,7 +58,10 @@ class AnswerMatch:
 
 # --- the table --------------------------------------------------------------------------------
 
-_INLINE = rf"(?P<ans>[^\s:][^\n]{{0,{MAX_PHRASE_CHARS}}}?)(?=\.(?:\s|$)|\n|$)"
+# The answer: the rest of the sentence, unless another lead-in starts there (then that one is
+# the marker: "Final Answer: The final answer is 7").
+_INLINE = (r"(?!(?i:(?:the|my|our)[ \t]+(?:final[ \t]+)?answer\b))"
+           rf"(?P<ans>[^\s:][^\n]{{0,{MAX_PHRASE_CHARS}}}?)(?=\.(?:\s|$)|\n|$)")
 _DISPLAY = rf"\n?[ \t]*(?:\\\[|\$\$)(?P<display>[^$]{{1,{MAX_PHRASE_CHARS}}}?)(?:\\\]|\$\$)"
 _COLON = r"[ \t]*:?(?:\*\*|__)?[ \t]*"
 _ADVERB = r"(?:(?:therefore|thus|then|simply|just|indeed|clearly|also|now|hence|finally),?[ \t]+)?"
@@ -138,6 +141,13 @@ def _clean(kind: str, name: str, raw: str) -> str | None:
     return raw
 
 
+def _heading_answer(line: str) -> bool:
+    """Whether the line after an answer heading is the answer (not an introduction to it:
+    "The area of the circle is given by:")."""
+    return (bool(line) and len(line) <= MAX_PHRASE_CHARS and not line.rstrip("*").endswith(":")
+            and _HEADING.fullmatch(line) is None)
+
+
 def _boxed_matches(text: str) -> list[AnswerMatch]:
     out: list[AnswerMatch] = []
     starts = list(_BOXED.finditer(text))
@@ -184,7 +194,7 @@ def _text_matches(text: str) -> list[AnswerMatch]:
         for h in _HEADING.finditer(text):
             rest = text[h.end():h.end() + MAX_PHRASE_CHARS + 2].lstrip("\n \t")
             line = rest.split("\n", 1)[0].strip()
-            if line and not _HEADING.fullmatch(line):
+            if _heading_answer(line):
                 start = text.index(line, h.end())
                 out.append(AnswerMatch("line", line, h.start(), start + len(line),
                                        value_start=start))
@@ -252,7 +262,7 @@ class AnswerReader:
         found = find_answers(text)
         if self.pending_heading and not found:
             line = text.strip().split("\n", 1)[0].strip()
-            if line and len(line) <= MAX_PHRASE_CHARS and not _HEADING.fullmatch(line):
+            if _heading_answer(line):
                 start = text.index(line)
                 found = (AnswerMatch("line", line, start, start + len(line)),)
         self.pending_heading = ends_with_heading(text)
