@@ -166,3 +166,27 @@ async def test_a_validator_that_cannot_start_fails_the_sample_before_any_call(
     assert [r.message for r in caplog.records].count(
         "validator 'broken_open' could not start judging (RuntimeError: bug in open); samples "
         "that reach this stage fail, with no call sent") == 1  # once, not once per sample
+
+
+RUNAWAY = ["Step 1: 48 x 3 = 144.\n", "Step 2: "] + ["1"] * 1434
+
+
+@pytest.mark.parametrize("bound", [None, 256])
+async def test_a_runaway_line_is_cut_inside_the_line(fake: FakeEndpoint,
+                                                     bound: int | None) -> None:
+    """One line of 1,434 repeated digits: with checkpoints only at the separator it is judged
+    when the stream ends (every token paid for); with the default bounded step `repetition`
+    cuts it inside the line."""
+    fake.reset(tokens=RUNAWAY, pace=0.0)
+    stage = {**SOLVE, "max_tokens": 4000,
+             "checkpoints": {"separator": "\n", "max_step_tokens": bound},
+             "validators": [{"name": "repetition"}, {"name": "final_answer"}]}
+    job = make_job(fake.base_url, [stage])
+    result = await engine_for(job, fake.base_url).run_sample(item("What is 48 x 3?", "144"))
+    assert result.status == "rejected" and result.rejection is not None
+    assert result.rejection.validator == "repetition"
+    generated = result.ledger[0].completion_tokens
+    if bound is None:
+        assert generated == len(RUNAWAY)  # read to the end
+    else:
+        assert result.ledger[0].aborted and generated < 2 * bound
