@@ -186,12 +186,14 @@ async def _name_after_run(run_id: str) -> None:
 
 @flow(name="generate", log_prints=True, persist_result=False)
 async def generate(job_path: str, run_id: str | None = None, database_url: str | None = None,
-                   flow_runs: int = 1, join: bool = False) -> RunSummary:
+                   flow_runs: int = 1, join: bool = False,
+                   retry_failed: bool = True) -> RunSummary:
     """Generate samples for a job spec with in-flight rejection; resume `run_id` if it exists.
 
     Several flow runs may work on one run id at once, sharing its shards (docs/OPERATIONS.md,
     "Scale-out"). `flow_runs` > 1, in a deployment's flow run, asks its work pool for that many
     flow runs in all. `join`: help the flow run that started `run_id`; never start or restart it.
+    `retry_failed`: resuming, generate the samples that failed (endpoint errors) again.
     """
     logger = get_run_logger()
     job = load_job(job_path)
@@ -221,7 +223,7 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
                 # So does one whose aborts were measured not to stop generation.
                 check_abort_probes_task(job, db_url)
                 start = begin_run_task(db_url, job, run_id, total, flow_run.id,
-                                       [s.row for s in shards], join)
+                                       [s.row for s in shards], join, retry_failed)
                 if join and start.status != "running":
                     logger.info(f"run {run_id} is {start.status} already: nothing to join")
                     return read_summary_task(db_url, run_id)

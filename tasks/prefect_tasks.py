@@ -39,9 +39,10 @@ def prepare_database_task(job: JobSpec, override_url: str | None) -> str:
 @task(name="begin-run", retries=2, retry_delay_seconds=3, cache_policy=NONE)
 def begin_run_task(database_url: str, job: JobSpec, run_id: str, samples_expected: int,
                    flow_run_id: str | None, shards: Sequence[ShardRow] = (),
-                   join: bool = False) -> lifecycle.RunStart:
-    return lifecycle.begin_run(database_url, job, run_id=run_id, samples_expected=samples_expected,
-                            flow_run_id=flow_run_id, shards=shards, join=join)
+                   join: bool = False, retry_failed: bool = True) -> lifecycle.RunStart:
+    return lifecycle.begin_run(database_url, job, run_id=run_id,
+                               samples_expected=samples_expected, flow_run_id=flow_run_id,
+                               shards=shards, join=join, retry_failed=retry_failed)
 
 
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NONE)

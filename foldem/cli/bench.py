@@ -106,11 +106,18 @@ def cmd_bench_validators(args: argparse.Namespace) -> int:
             setting.mode = "soft"
     report = run_bench(settings, paths)
     print(format_table(report))
+    document = report.model_dump(mode="json")
+    if args.leave_one_out:
+        from tasks.bench.validator_loo import format_held_out, leave_one_out
+
+        held_out = leave_one_out(settings, paths)
+        print("\n" + format_held_out(held_out))
+        document["leave_one_out"] = [r.model_dump(mode="json") for r in held_out]
     if args.json:
         out = Path(args.json)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
+            out.write_text(json.dumps(document, indent=2) + "\n")
         except OSError as exc:
             raise ConfigError(f"cannot write {out}: {exc.strerror or exc}") from None
         print(f"\nfigures written to {out}")
@@ -174,6 +181,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="no checkpoint at step boundaries (with --fractions)")
     val.add_argument("--tokens-per-push", type=_positive, default=1, metavar="N",
                      help="tokens per chunk pushed to the splitter (default 1, as streamed)")
+    val.add_argument("--leave-one-out", action="store_true",
+                     help="also measure each file held out: tunable thresholds chosen on the "
+                     "other files, process and outcome false rejections on this one (a table, "
+                     "and 'leave_one_out' in --json)")
     val.set_defaults(func=cmd_bench_validators)
     _register_replay(group)
 

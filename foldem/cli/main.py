@@ -65,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"foldem: running job {job.name!r} from {args.job} as run {run_id}", flush=True)
         try:
             summary = asyncio.run(generate(job_path=str(Path(args.job).resolve()),
-                                           run_id=run_id, database_url=args.database_url))
+                                           run_id=run_id, database_url=args.database_url,
+                                           retry_failed=not args.keep_failed))
         except KeyboardInterrupt:
             recorded = mark_interrupted(database_url, run_id=run_id)
             raise RunInterruptedError(run_id, args.job, recorded=recorded) from None
@@ -117,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--database-url", help="Postgres URL (default: DATABASE_URL, the spec's "
                      "database_url, or the embedded server)")
     run.add_argument("--summary-json", metavar="PATH", help="also write the summary as JSON")
+    run.add_argument("--keep-failed", action="store_true", help="resuming, keep samples that "
+                     "failed (endpoint errors) as failed instead of generating them again")
     run.set_defaults(func=cmd_run)
 
     val = sub.add_parser("validators", help="list the available validators")

@@ -32,12 +32,15 @@ def render_table(result: ProbeResult) -> str:
     """The capability table as plain text."""
     rows = result.table_rows()
     width = max(len(name) for name, _, _ in rows)
+    values = max(len("result"), *(len(value) for _, value, _ in rows))  # "unknown" is wider
     lines = [f"endpoint {result.base_url}  model {result.model}  server {result.server}", "",
-             f"{'capability':<{width}}  result  how it was seen",
-             f"{'-' * width}  ------  {'-' * 40}"]
-    lines += [f"{name:<{width}}  {value:<6}  {remark}" for name, value, remark in rows]
+             f"{'capability':<{width}}  {'result':<{values}}  how it was seen",
+             f"{'-' * width}  {'-' * values}  {'-' * 40}"]
+    lines += [f"{name:<{width}}  {value:<{values}}  {remark}" for name, value, remark in rows]
     abort = result.abort
     figures = [f"read {abort.tokens_read_before_close} tokens before hanging up"]
+    if abort.attempts > 1:
+        figures.append(f"{abort.attempts} long requests (max_tokens up to {abort.max_tokens})")
     if abort.server_tokens_after_close is not None:
         figures.append(f"server counted {abort.server_tokens_after_close:g} more after it")
     if abort.server_tokens_predicted is not None:
@@ -90,7 +93,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
         print(f"\nJSON written to {path}")
     if not args.no_store:
         print(_store(result, args.database_url))
-    if args.require_abort_honoured and not result.abort_honoured:
+    if args.require_abort_honoured and result.abort_honoured is None:
+        # As a job with require_abort_honoured does: a probe that measured nothing is no
+        # evidence against the endpoint, so it warns instead of failing.
+        print("foldem: could not tell whether aborts are honoured (inconclusive, see above); "
+              "not failing -- probe again with a larger --max-tokens or a --prompt with a "
+              "long answer", flush=True)
+    elif args.require_abort_honoured and not result.abort_honoured:
         print("foldem: aborts are not honoured by this endpoint", flush=True)
         return 1
     return 0
@@ -123,5 +132,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        "embedded server)")
     probe.add_argument("--no-store", action="store_true", help="do not store the result")
     probe.add_argument("--require-abort-honoured", action="store_true",
-                       help="exit with status 1 when aborts are not honoured")
+                       help="exit with status 1 when aborts are measured not to be honoured "
+                       "(an inconclusive probe only warns)")
     probe.set_defaults(func=cmd_probe)

@@ -239,6 +239,9 @@ class QualityGateSettings(_Strict):
     extra_reason_codes: list[str] = Field(
         default_factory=list, description="Reason codes to accept besides those the validators "
         "declare (e.g. from a custom validator that does not list its reason_codes).")
+    max_failed_share: float = Field(
+        0.2, ge=0.0, le=1.0, description="The run is quarantined when more than this share of "
+        "its samples failed (endpoint errors; rejections do not count). 1 turns the check off.")
 
     @field_validator("acceptance_bounds")
     @classmethod

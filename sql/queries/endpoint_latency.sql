@@ -1,5 +1,6 @@
 -- How did each endpoint and model behave in a run: calls, retries, errors, time to first token
--- and call duration (median and 95th percentile), and tokens generated?
+-- and call duration (median and 95th percentile), and tokens generated? (served_model: the
+-- model the endpoint named in its replies, e.g. each recorded generator behind a replay of `*`.)
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/endpoint_latency.sql
 --   (without -v run_id=...: the latest run)
 \if :{?run_id}
@@ -11,6 +12,7 @@ SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC L
 SELECT
     endpoint,
     model,
+    served_model,
     stage,
     count(*)                                                    AS calls,
     sum(attempts - 1)                                           AS retries,
@@ -26,5 +28,5 @@ SELECT
     sum(completion_tokens)                                      AS completion_tokens
 FROM ledger
 WHERE run_id = :'run_id'
-GROUP BY endpoint, model, stage
-ORDER BY endpoint, model, stage;
+GROUP BY endpoint, model, served_model, stage
+ORDER BY endpoint, model, served_model, stage;

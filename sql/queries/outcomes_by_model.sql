@@ -1,7 +1,8 @@
 -- Which model wrote a run's samples, and how did each fare: samples accepted, rejected and
 -- failed, and completion tokens, per endpoint and model — the model the endpoint named in its
 -- replies (`served_model`: behind a replay of `*`, the recorded generator), beside the one the
--- job asked for. A sample counts under the model of its last generation call.
+-- job asked for. A sample counts under the model of its last generation call; the tokens are
+-- those of every call to that model.
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/outcomes_by_model.sql
 --   (without -v run_id=...: the latest run)
 \if :{?run_id}

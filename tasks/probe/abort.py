@@ -11,8 +11,12 @@ on a long one. A server still generating the abandoned reply makes the second re
 (one slot) or share compute (several slots). Indirect evidence: a server with spare capacity
 hides a runaway request, so the verdict says which method produced it.
 
+A reply that ends before the probe can hang up (a fast server, a terse model) measures nothing:
+the probe retries with a longer request (LONG_ANSWER appended to the prompt; max_tokens times
+four when the reply used it all), ATTEMPTS in all, before it reports `inconclusive`.
+
 Either way, if the abandoned request would have ended by itself during the observation, the
-result is `inconclusive` (and `abort_honoured` false): raise `max_tokens`.
+result is `inconclusive` (and `abort_honoured` unknown, null): raise `max_tokens`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from foldem.core.errors import EndpointError
@@ -35,6 +39,14 @@ MIN_SETTLE_SECONDS = 0.05
 #: Keep reading at least this long: tokens often arrive in bursts, and a rate taken from one
 #: burst is far too high.
 MIN_READ_SECONDS = 0.1
+#: Long requests sent before giving up on a reply that ends before the hang-up point.
+ATTEMPTS = 3
+#: Appended to the user message of a retry. The prompt stays in the message: the replay endpoint
+#: finds its recorded problem by containment.
+LONG_ANSWER = ("\n\nAnswer at great length: several thousand words, every detail spelled "
+               "out. Do not stop early.")
+#: max_tokens grows by this when a reply used all of it (no use when the model stopped itself).
+LONGER = 4
 
 
 @dataclass(slots=True)
@@ -81,6 +93,82 @@ async def read_then_hang_up(http: ProbeHttp, body: dict[str, Any], read_tokens: 
     # Leaving the block closed the connection: that is the abort under test.
     rate = (tokens - 1) / elapsed if elapsed > 0 and tokens > 1 else None
     return LongStreamRead(request_id, tokens, ended, rate), during
+
+
+@dataclass(slots=True)
+class LongAttempts:
+    """The long request(s) sent to hang up on: the last one is the one measured."""
+
+    body: dict[str, Any]  # the request of the last attempt
+    read: LongStreamRead
+    before: ServerSnapshot  # the monitor's reading right before the last attempt
+    during: ServerSnapshot | None
+    ended_after: list[int] = field(default_factory=list)  # tokens of each reply that ended
+    refused: str | None = None  # why the server refused a longer retry
+
+    @property
+    def measured(self) -> bool:
+        return not self.read.ended_by_itself and self.refused is None
+
+    @property
+    def sent(self) -> int:
+        """Long requests sent, a refused one included."""
+        return len(self.ended_after) + (not self.read.ended_by_itself) + (self.refused is not None)
+
+    def why_unmeasured(self, read_tokens: int) -> str:
+        counts = self.ended_after
+        tokens = counts[0] if len(counts) == 1 else (
+            ", ".join(str(n) for n in counts[:-1]) + f" and {counts[-1]}")
+        attempts = "1 attempt" if len(counts) == 1 else f"{len(counts)} attempts"
+        text = (f"the reply ended after {tokens} tokens, before the probe could hang up (it "
+                f"hangs up after {read_tokens} tokens and {MIN_READ_SECONDS:g} s), in {attempts} "
+                f"(max_tokens {self.body['max_tokens']}")
+        text += ", the retries asking for a long answer)" if len(counts) > 1 else ")"
+        if self.refused:
+            text += f"; a longer retry was refused: {self.refused}"
+        return text + ": raise --max-tokens, or pass a --prompt whose answer is long"
+
+
+def longer_request(body: dict[str, Any], read: LongStreamRead) -> dict[str, Any]:
+    """The retry after a reply that ended by itself: ask for a long answer and, when the reply
+    used all of max_tokens, allow four times as many."""
+    messages = [dict(m) for m in body["messages"]]
+    last_user = max(i for i, m in enumerate(messages) if m.get("role") == "user")
+    content = str(messages[last_user]["content"])
+    if not content.endswith(LONG_ANSWER):
+        messages[last_user]["content"] = content + LONG_ANSWER
+    max_tokens = body["max_tokens"]
+    if read.tokens_read >= max_tokens:
+        max_tokens *= LONGER
+    return body | {"messages": messages, "max_tokens": max_tokens}
+
+
+async def hang_up_on_a_long_reply(http: ProbeHttp, body: dict[str, Any], read_tokens: int,
+                                  monitor: ServerMonitor | None = None,
+                                  attempts: int = ATTEMPTS) -> LongAttempts:
+    """`read_then_hang_up`, retried with a longer request (`longer_request`) while the reply
+    ends before the hang-up point, `attempts` requests in all. A refused first request raises
+    EndpointError (the caller's settings); a refused retry ends the attempts."""
+    last: LongAttempts | None = None
+    for _ in range(attempts):
+        if last is not None:
+            body = longer_request(body, last.read)
+        before = (await monitor.snapshot(None) if monitor is not None else None) \
+            or ServerSnapshot()
+        try:
+            read, during = await read_then_hang_up(http, body, read_tokens, monitor)
+        except EndpointError as err:
+            if last is None:
+                raise
+            last.refused = f"(max_tokens {body['max_tokens']}) {err.reason}"
+            return last
+        ended = (last.ended_after if last is not None else []) + (
+            [read.tokens_read] if read.ended_by_itself else [])
+        last = LongAttempts(body, read, before, during, ended)
+        if not read.ended_by_itself:
+            break
+    assert last is not None, "attempts >= 1"
+    return last
 
 
 def remaining_seconds(read: LongStreamRead, max_tokens: int) -> float:
@@ -159,14 +247,15 @@ def judge_timing(*, baseline: float, after_close: float, natural_end_possible: b
 
 
 async def measure_with_monitor(http: ProbeHttp, monitor: ServerMonitor, body: dict[str, Any],
-                               *, read_tokens: int, settle: float) -> AbortMeasurement:
-    before = await monitor.snapshot(None) or ServerSnapshot()
-    read, during = await read_then_hang_up(http, body, read_tokens, monitor)
-    if read.ended_by_itself:
+                               *, read_tokens: int, settle: float,
+                               attempts: int = ATTEMPTS) -> AbortMeasurement:
+    got = await hang_up_on_a_long_reply(http, body, read_tokens, monitor, attempts)
+    body, read, before, during = got.body, got.read, got.before, got.during
+    tried = {"attempts": got.sent, "max_tokens": body["max_tokens"]}
+    if not got.measured:
         return AbortMeasurement(method=monitor.method, verdict="inconclusive",
                                 tokens_read_before_close=read.tokens_read,
-                                detail=f"the reply ended after {read.tokens_read} tokens, before "
-                                "the probe could hang up: raise --max-tokens or use --prompt")
+                                detail=got.why_unmeasured(read_tokens), **tried)
     at_close = await monitor.snapshot(read.request_id) or ServerSnapshot()
     settle = settle_for(read, body["max_tokens"], settle)
     await asyncio.sleep(settle)
@@ -192,23 +281,25 @@ async def measure_with_monitor(http: ProbeHttp, monitor: ServerMonitor, body: di
         tokens_read_before_close=read.tokens_read, server_tokens_after_close=growth,
         server_tokens_predicted=predicted,
         busy_before=before.busy, busy_during=during.busy if during else None,
-        busy_after=later.busy, settle_seconds=2 * settle, tokens_per_second=read.rate)
+        busy_after=later.busy, settle_seconds=2 * settle, tokens_per_second=read.rate, **tried)
 
 
 async def measure_with_timing(http: ProbeHttp, body: dict[str, Any], short_body: dict[str, Any],
-                              *, read_tokens: int) -> AbortMeasurement:
+                              *, read_tokens: int, attempts: int = ATTEMPTS) -> AbortMeasurement:
     alone = [(await http.observe(short_body)).seconds for _ in range(2)]
     baseline = min(alone)
-    read, _ = await read_then_hang_up(http, body, read_tokens)
-    if read.ended_by_itself:
+    got = await hang_up_on_a_long_reply(http, body, read_tokens, attempts=attempts)
+    body, read = got.body, got.read
+    tried = {"attempts": got.sent, "max_tokens": body["max_tokens"]}
+    if not got.measured:
         return AbortMeasurement(method="timing", verdict="inconclusive", baseline_seconds=baseline,
                                 tokens_read_before_close=read.tokens_read,
-                                detail=f"the reply ended after {read.tokens_read} tokens, before "
-                                "the probe could hang up: raise --max-tokens or use --prompt")
+                                detail=got.why_unmeasured(read_tokens), **tried)
     after_close = (await http.observe(short_body)).seconds
     natural = would_have_ended(read, body["max_tokens"], after_close + baseline)
     verdict, detail = judge_timing(baseline=baseline, after_close=after_close,
                                    natural_end_possible=natural)
     return AbortMeasurement(method="timing", verdict=verdict, detail=detail,
                             tokens_read_before_close=read.tokens_read, baseline_seconds=baseline,
-                            after_close_seconds=after_close, tokens_per_second=read.rate)
+                            after_close_seconds=after_close, tokens_per_second=read.rate,
+                            **tried)

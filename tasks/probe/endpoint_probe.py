@@ -16,9 +16,9 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from foldem.core.errors import EndpointError
-from tasks.probe.abort import measure_with_monitor, measure_with_timing
+from tasks.probe.abort import ATTEMPTS, measure_with_monitor, measure_with_timing
 from tasks.probe.http import ProbeHttp, is_loopback
-from tasks.probe.models import AbortMethod, ProbeResult, StreamObservation
+from tasks.probe.models import AbortMethod, ProbeResult, StreamObservation, honoured_of
 from tasks.probe.monitors import ServerMonitor, detect_monitor, monitor_for
 
 DEFAULT_PROMPT = ("Write a very long story about a lighthouse keeper and the ships she watches, "
@@ -32,6 +32,9 @@ class ProbeOptions(BaseModel):
     abort_max_tokens: int = Field(2048, ge=16, description="Length of the request hung up on: "
                                   "long enough to still be running after the settle time.")
     read_tokens: int = Field(8, ge=1, description="Tokens read before hanging up.")
+    abort_attempts: int = Field(ATTEMPTS, ge=1, description="Long requests to try while the "
+                                "reply ends before the hang-up; each retry asks for a longer "
+                                "answer (and more max_tokens when the reply used them all).")
     settle_seconds: float = Field(1.0, gt=0, description="Wait between the hang-up and each of "
                                   "two readings of the server's numbers.")
     abort_method: AbortMethod | None = Field(None, description="Force a method; default: the "
@@ -108,11 +111,13 @@ async def probe_endpoint(base_url: str, model: str, *, api_key: SecretStr | None
         if monitor is not None:
             abort = await measure_with_monitor(http, monitor, long_body,
                                                read_tokens=options.read_tokens,
-                                               settle=options.settle_seconds)
+                                               settle=options.settle_seconds,
+                                               attempts=options.abort_attempts)
         else:
             short = _body(model, options, max(options.capability_max_tokens, 32))
             abort = await measure_with_timing(http, long_body, short,
-                                              read_tokens=options.read_tokens)
+                                              read_tokens=options.read_tokens,
+                                              attempts=options.abort_attempts)
             if not is_loopback(base_url):
                 notes.append("abort judged by timing on a remote service: weak evidence, "
                              "a large shared fleet hides a runaway request")
@@ -123,5 +128,5 @@ async def probe_endpoint(base_url: str, model: str, *, api_key: SecretStr | None
         server=monitor.server if monitor is not None else "unknown",
         streaming=found["streaming"], usage=found["usage"],
         continuous_usage=found["continuous_usage"], logprobs=found["logprobs"],
-        abort_honoured=abort.verdict == "honoured", abort_method=abort.method, abort=abort,
+        abort_honoured=honoured_of(abort.verdict), abort_method=abort.method, abort=abort,
         tokens_per_second=abort.tokens_per_second, notes=notes)

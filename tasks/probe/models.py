@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 #: How a disconnect was checked: a server-side counter of our request (replay), server metrics,
 #: llama.cpp's slot list, or the latency of a second request (indirect).
@@ -18,6 +18,12 @@ AbortMethod = Literal["replay_stats", "vllm_metrics", "llamacpp_slots", "llamacp
                       "timing"]
 Verdict = Literal["honoured", "not_honoured", "inconclusive"]
 ServerKind = Literal["replay", "vllm", "llama.cpp", "unknown"]
+
+
+def honoured_of(verdict: Verdict) -> bool | None:
+    """`abort_honoured` for a verdict: unknown (None) when the probe could not tell, so a
+    probe that saw nothing is never read as one that saw the server keep generating."""
+    return {"honoured": True, "not_honoured": False, "inconclusive": None}[verdict]
 
 
 class StreamObservation(BaseModel):
@@ -67,6 +73,9 @@ class AbortMeasurement(BaseModel):
     baseline_seconds: float | None = Field(None, description="timing: a short request alone.")
     after_close_seconds: float | None = Field(None, description="timing: the same request "
                                               "right after the hang-up.")
+    attempts: int = Field(1, ge=1, description="Long requests sent: when a reply ended before "
+                          "the probe could hang up, it retried with a longer one.")
+    max_tokens: int | None = Field(None, description="max_tokens of the last long request.")
 
 
 class ProbeResult(BaseModel):
@@ -81,18 +90,26 @@ class ProbeResult(BaseModel):
     continuous_usage: bool = Field(description="Usage on every chunk (vLLM/SGLang "
                                    "continuous_usage_stats).")
     logprobs: bool
-    abort_honoured: bool = Field(description="A disconnect was measured to stop generation; "
-                                 "false also when the measurement was inconclusive.")
+    abort_honoured: bool | None = Field(description="A disconnect was measured to stop "
+                                        "generation (true) or not to (false); null when the "
+                                        "measurement was inconclusive.")
     abort_method: AbortMethod
     abort: AbortMeasurement
     tokens_per_second: float | None = Field(None, description="Stream rate seen by the probe.")
     notes: list[str] = Field(default_factory=list)
 
-    def table_rows(self) -> list[tuple[str, str, str]]:
-        """(capability, yes/no, remark) rows for the printed table."""
+    @model_validator(mode="after")
+    def _unknown_when_inconclusive(self) -> ProbeResult:
+        # Results stored before abort_honoured could be null say false for "could not tell".
+        if self.abort.verdict == "inconclusive":
+            self.abort_honoured = None
+        return self
 
-        def yn(flag: bool) -> str:
-            return "yes" if flag else "no"
+    def table_rows(self) -> list[tuple[str, str, str]]:
+        """(capability, yes/no/unknown, remark) rows for the printed table."""
+
+        def yn(flag: bool | None) -> str:
+            return "unknown" if flag is None else "yes" if flag else "no"
 
         abort_remark = f"{self.abort.verdict} via {self.abort_method}: {self.abort.detail}"
         return [

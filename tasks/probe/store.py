@@ -7,6 +7,7 @@ the hand-over notes), after which this module imports it from there.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import insert, select
@@ -17,6 +18,8 @@ from foldem.spec.endpoints import EMBEDDED
 from foldem.spec.job import JobSpec
 from tasks.probe.models import ProbeResult
 from tasks.store.schema import endpoint_probes
+
+log = logging.getLogger("foldem.probe")
 
 
 def _key(base_url: str) -> str:
@@ -44,8 +47,13 @@ def latest_probe(session: Session, *, base_url: str, model: str) -> ProbeResult 
 
 def require_abort_honoured(session: Session, *, endpoint: str, base_url: str, model: str,
                            max_age: timedelta | None = None) -> ProbeResult:
-    """The newest probe, if it shows that aborts stop generation; else EndpointError saying
-    what to do. For endpoints whose job spec sets `require_abort_honoured: true`."""
+    """The newest probe, unless it is missing, too old, or measured that aborts do not stop
+    generation: then EndpointError saying what to do. For endpoints whose job spec sets
+    `require_abort_honoured: true`.
+
+    A probe that could not tell (`abort_honoured` null: inconclusive) passes with a warning: it
+    measured nothing, so it is no evidence against the endpoint, and failing every job behind a
+    server too fast to probe would only teach people to turn the check off."""
     probe = latest_probe(session, base_url=base_url, model=model)
     command = f"foldem probe --base-url {_key(base_url)} --model {model}"
     if probe is None:
@@ -55,9 +63,16 @@ def require_abort_honoured(session: Session, *, endpoint: str, base_url: str, mo
         raise EndpointError(endpoint, f"the last probe of {base_url} is from "
                             f"{probe.probed_at:%Y-%m-%d %H:%M} UTC, older than {max_age}: "
                             f"run `{command}` again")
+    when = f"{probe.probed_at:%Y-%m-%d %H:%M} UTC"
+    if probe.abort_honoured is None:
+        log.warning("endpoint %r: the last probe of %s (%s, via %s) could not tell whether "
+                    "aborts stop generation: %s. Running anyway; probe again for a verdict: "
+                    "`%s` with a larger --max-tokens or a --prompt with a long answer",
+                    endpoint, base_url, when, probe.abort_method, probe.abort.detail, command)
+        return probe
     if not probe.abort_honoured:
         raise EndpointError(endpoint, f"aborts are not honoured by {base_url} (probe of "
-                            f"{probe.probed_at:%Y-%m-%d %H:%M} UTC: {probe.abort.verdict} via "
+                            f"{when}: {probe.abort.verdict} via "
                             f"{probe.abort_method}: {probe.abort.detail}); tokens 'saved' "
                             "there would not be saved. Fix the server or set "
                             "require_abort_honoured: false")
@@ -65,9 +80,11 @@ def require_abort_honoured(session: Session, *, endpoint: str, base_url: str, mo
 
 
 def check_abort_probes(job: JobSpec, database_url: str) -> None:
-    """Refuse a job whose endpoints require honoured aborts but were not shown to honour them
-    (the endpoints foldem starts itself are exempt: the replay endpoint and the local llama.cpp
-    server start fresh on a new port each run, and honour aborts, as the tests measure)."""
+    """Refuse a job whose endpoints require honoured aborts but were never probed, or whose
+    newest probe measured that aborts are not honoured (an inconclusive probe only warns: see
+    `require_abort_honoured`). The endpoints foldem starts itself are exempt: the replay
+    endpoint and the local llama.cpp server start fresh on a new port each run, and honour
+    aborts, as the tests measure."""
     from tasks.store.db import get_engine, session_scope
 
     for ep in job.endpoints:

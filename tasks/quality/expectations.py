@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pandas is imported only when the gate runs
 MAX_LISTED_KEYS = 200  # failing keys spelled out in a failing_rows_sql (answers that don't parse)
 HAS_TEXT = "~ '[^[:space:]]'"  # a regex match: at least one non-blank character
 BOUNDS_FRAME = "stage_acceptance_bounds"  # built from the stage_acceptance rows, not from SQL
+FAILED_FRAME = "failed_share"  # one row, built from the sample_keys rows
 
 
 def sql_literal(value: str) -> str:
@@ -191,9 +192,39 @@ def stage_column(index: int) -> str:
     return f"stage_{index}"
 
 
+def failed_share_frame(sample_keys: pd.DataFrame) -> pd.DataFrame:
+    """One row: the share of the run's samples that failed (endpoint errors), None for a run
+    without samples."""
+    import pandas as pd
+
+    total = len(sample_keys)
+    failed = int((sample_keys["status"] == "failed").sum()) if total else 0
+    return pd.DataFrame([{"failed_share": failed / total if total else None,
+                          "failed": failed, "samples": total}], dtype=object)
+
+
+def _failed_check(queries: RunQueries, limit: float, share: pd.DataFrame) -> Check:
+    row = share.iloc[0]
+
+    def observe(result: dict[str, Any], failing: pd.DataFrame) -> str:
+        return (f"{row['failed']} of {row['samples']} samples failed (endpoint errors); at "
+                f"most {limit:.0%} may")
+    return Check(
+        "failed_share_within_bound",
+        f"at most {limit:.0%} of the run's samples failed (endpoint errors, not rejections)",
+        FAILED_FRAME, "ExpectColumnValuesToBeBetween",
+        {"column": "failed_share", "min_value": 0.0, "max_value": limit},
+        # The failed samples, listed only when there are too many of them.
+        queries.failing("sample_keys", "status = 'failed' AND (SELECT avg((s2.status = 'failed')"
+                        f"::int) FROM samples AS s2 WHERE s2.run_id = "
+                        f"{sql_literal(queries.run_id)}) > {limit!r}::float8"),
+        "runs", "failed too many samples",
+        observe=observe)
+
+
 def build_checks(queries: RunQueries, frames: Mapping[str, pd.DataFrame], *,
-                 known_codes: frozenset[str],
-                 bounds: Mapping[str, tuple[float, float]]) -> list[Check]:
+                 known_codes: frozenset[str], bounds: Mapping[str, tuple[float, float]],
+                 max_failed_share: float = 1.0) -> list[Check]:
     """Every check of the gate for one run, in report order."""
     answers_sql, unparsed = _answer_keys_sql(queries, frames["accepted_samples"])
     codes = sorted(known_codes)
@@ -244,6 +275,8 @@ def build_checks(queries: RunQueries, frames: Mapping[str, pd.DataFrame], *,
               "rejections", "carry an unknown reason code",
               example=lambda row: f"{row.validator}: {str(row.reason_code)[:40]!r}"),
     ]
+    if max_failed_share < 1.0 and FAILED_FRAME in frames:
+        checks.append(_failed_check(queries, max_failed_share, frames[FAILED_FRAME]))
     for i, (stage, (low, high)) in enumerate(bounds.items()):
         checks.append(Check(
             f"stage_acceptance_within_bounds[{stage}]",

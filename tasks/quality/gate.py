@@ -30,12 +30,14 @@ from foldem.core.errors import DatabaseError, FoldemError
 from foldem.spec.sections import QualityGateSettings as GateSettings
 from tasks.quality.expectations import (
     BOUNDS_FRAME,
+    FAILED_FRAME,
     Check,
     RunQueries,
     acceptance_frame,
     add_answer_parses,
     build_checks,
     exception_message,
+    failed_share_frame,
     sql_literal,
 )
 from tasks.store.db import get_engine
@@ -194,9 +196,11 @@ def run_quality_gate(database_url: str, *, run_id: str, settings: GateSettings) 
     add_answer_parses(frames["accepted_samples"])
     frames[BOUNDS_FRAME] = acceptance_frame(frames["stage_acceptance"],
                                             settings.acceptance_bounds)
+    frames[FAILED_FRAME] = failed_share_frame(frames["sample_keys"])
     known = (known_reason_codes() | _spec_validator_codes(spec)
              | frozenset(settings.extra_reason_codes))
-    checks = build_checks(queries, frames, known_codes=known, bounds=settings.acceptance_bounds)
+    checks = build_checks(queries, frames, known_codes=known, bounds=settings.acceptance_bounds,
+                          max_failed_share=settings.max_failed_share)
     results = _validate(frames, checks)
     outcomes = [_outcome(c, results[c.name], frames[c.frame]) for c in checks]
     return GateResult(run_id=run_id, passed=all(o.success for o in outcomes),

@@ -167,7 +167,10 @@ def _latency(report: AnalyticsReport) -> Figure | None:
                                              (width / 2, p95, "p95", NEUTRAL)):
             bars = ax.bar([x + offset for x in xs], values, width, label=label, color=color)
             ax.bar_label(bars, [f"{v:,.0f}" for v in values], fontsize=8, padding=2)
-        ax.set_xticks(list(xs), labels, fontsize=8)
+        # long model names (recorded generators) would run into each other: slant them
+        slant = max(len(line) for label in labels for line in label.split("\n")) > 12
+        ax.set_xticks(list(xs), labels, fontsize=8, rotation=25 if slant else 0,
+                      ha="right" if slant else "center", rotation_mode="anchor")
         ax.margins(y=0.15)
         ax.legend(fontsize=8, frameon=False)
         _style(ax, name)

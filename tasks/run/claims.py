@@ -101,6 +101,14 @@ def register_shards(session: Session, *, run_id: str, shards: Sequence[ShardRow]
             "with the prompts it was started with, or start a new run with another --run-id")
 
 
+def reopen_shards(session: Session, *, run_id: str) -> None:
+    """Mark the run's finished shards pending again (a resume that retries failed samples):
+    their samples already final are skipped when each shard runs."""
+    session.execute(sa.update(run_shards).where(run_shards.c.run_id == run_id,
+                                                run_shards.c.status == "done")
+                    .values(status="pending", finished_at=None))
+
+
 def lock_key(run_id: str, what: str) -> int:
     """A signed 64-bit advisory-lock key for (run, what); collisions are ~2^-64 per pair."""
     digest = hashlib.blake2b(f"foldem\0{run_id}\0{what}".encode(), digest_size=8).digest()

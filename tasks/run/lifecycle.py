@@ -11,7 +11,7 @@ from sqlalchemy import select
 from foldem import PROJECT_ROOT, __version__
 from foldem.spec.job import JobSpec
 from tasks.records.models import RunSummary, SampleResult, WorkItem
-from tasks.run.claims import ShardRow, register_shards
+from tasks.run.claims import ShardRow, register_shards, reopen_shards
 from tasks.store import storage
 from tasks.store.db import get_engine, migrate, resolve_database_url, session_scope
 from tasks.store.schema import runs
@@ -46,9 +46,10 @@ class RunStart:
 
 def begin_run(database_url: str, job: JobSpec, *, run_id: str, samples_expected: int,
               flow_run_id: str | None, shards: Sequence[ShardRow] = (),
-              join: bool = False) -> RunStart:
+              join: bool = False, retry_failed: bool = True) -> RunStart:
     """Create the run row (or resume it, or with `join` find it) and record its shards in the
-    same transaction; return what is already done."""
+    same transaction; return what is already done. Resuming, samples that failed (endpoint
+    errors) are generated again unless `retry_failed` is off; a joining peer changes nothing."""
     with session_scope(get_engine(database_url)) as session:
         resumed = start_run(session, run_id=run_id, job_name=job.name, spec=job.snapshot(),
                             spec_hash=job.spec_hash(), code_version=code_version(),
@@ -56,6 +57,9 @@ def begin_run(database_url: str, job: JobSpec, *, run_id: str, samples_expected:
                             join=join)
         if shards:
             register_shards(session, run_id=run_id, shards=shards)
+        if resumed and retry_failed and not join and storage.forget_failed(session,
+                                                                           run_id=run_id):
+            reopen_shards(session, run_id=run_id)
     with session_scope(get_engine(database_url)) as session:
         status = session.execute(select(runs.c.status).where(runs.c.run_id == run_id)).scalar()
         return RunStart(resumed, str(status), done_keys(session, run_id=run_id))

@@ -164,6 +164,7 @@ endpoint_probes = Table(
     Column("id", BigInteger, primary_key=True, autoincrement=True),
     Column("base_url", Text, nullable=False), Column("model", Text, nullable=False),
     Column("probed_at", DateTime(timezone=True), nullable=False),
-    Column("abort_honoured", Boolean, nullable=False), Column("result", JSONB, nullable=False),
+    Column("abort_honoured", Boolean, nullable=True),  # NULL: the probe was inconclusive
+    Column("result", JSONB, nullable=False),
     Index("ix_endpoint_probes_endpoint", "base_url", "model", "probed_at"),
 )

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    delete,
     func,
     literal_column,
     select,
@@ -89,6 +90,14 @@ def done_keys(session: Session, *, run_id: str,
     if prompt_ids is not None:
         query = query.where(samples.c.prompt_id.in_(sorted(set(prompt_ids))))
     return {(r.prompt_id, r.sample_index) for r in session.execute(query)}
+
+
+def forget_failed(session: Session, *, run_id: str) -> int:
+    """Remove the run's failed samples so that a resume generates them again; their ledger rows
+    stay (those calls happened and cost what they cost). Returns how many were removed."""
+    done = session.execute(delete(samples).where(samples.c.run_id == run_id,
+                                                 samples.c.status == "failed"))
+    return int(done.rowcount or 0)  # type: ignore[attr-defined]
 
 
 def count_final(session: Session, *, run_id: str) -> int:

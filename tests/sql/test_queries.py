@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from foldem import PROJECT_ROOT
 from tasks.records.models import RejectionRecord, StageText
 from tasks.store import db
-from tests.support.samples import commit_run, sample_result
+from tests.support.samples import commit_run, ledger_entry, sample_result
 from tests.support.scratch_db import scratch_database
 
 QUERIES = sorted((PROJECT_ROOT / "sql" / "queries").glob("*.sql"))
@@ -32,8 +32,10 @@ def _run(url: str, run_id: str) -> str:
     rejection = RejectionRecord(stage="solve", checkpoint=1, validator="arithmetic",
                                 reason_code="arithmetic_error", detail="2 + 2 = 5 (exact: 4)",
                                 step_index=1, tokens_at_fire=14)
+    named = [ledger_entry(run_id, "p1", 0, model="*", served_model="gen-a", completion_tokens=7)]
     return commit_run(url, [
-        sample_result("", "p1", 0, stages=[StageText(stage="solve", text="1 + 1 = 2\n#### 2")]),
+        sample_result("", "p1", 0, stages=[StageText(stage="solve", text="1 + 1 = 2\n#### 2")],
+                      ledger=named),
         sample_result("", "p1", 1, "rejected", rejection=rejection,
                       stages=[StageText(stage="solve", text=TEXT, aborted=True)]),
     ], prefix="queries", spec=SPEC, run_id=run_id, finish="completed")
@@ -89,3 +91,15 @@ def test_rejected_texts_shows_the_text_up_to_the_cut(two_runs: tuple[str, str]) 
         "reason_code": "arithmetic_error", "detail": "2 + 2 = 5 (exact: 4)",
         "cut_in_flight": "t", "step_that_fired": "Then 2 + 2 = 5",
         "text_to_the_cut": "One apple: 1 + 1 = 2\nThen 2 + 2 = 5"}
+
+
+def test_outcomes_by_model_names_the_model_the_endpoint_served(two_runs: tuple[str, str]) -> None:
+    url, latest = two_runs
+    out = _psql(url, PROJECT_ROOT / "sql" / "queries" / "outcomes_by_model.sql", "--csv",
+                "-v", f"run_id={latest}")
+    assert out.returncode == 0, out.stderr
+    rows = [(r["endpoint"], r["model_asked"], r["model_served"], r["samples"], r["accepted"],
+             r["rejected"], r["completion_tokens"])
+            for r in csv.DictReader(io.StringIO(out.stdout))]
+    assert rows == [("e", "*", "gen-a", "1", "1", "0", "7"),
+                    ("e", "m", "(not named)", "1", "0", "1", "10")]

@@ -17,6 +17,7 @@ so a loop inside one enormous line is caught before the line ends.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import Counter, deque
 
@@ -29,6 +30,7 @@ _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _PERIODIC = re.compile(r"(.{1,10}?)\1{4,}", re.DOTALL)
 _RUN_OVERLAP = 64  # characters kept from scanned text so a run across a chunk border is seen
+_MAX_SEQUENCE_WORDS = 120  # words of a step compared in order (bounds the sequence match)
 MAX_DISTINCT_STEPS = 4096  # exact-repeat memory; a stream with more distinct steps is no loop
 
 
@@ -44,6 +46,10 @@ class RepetitionParams(BaseModel):
     similarity: float = Field(0.7, gt=0, le=1,
                               description="Word-set Jaccard similarity above which two steps with "
                                           "the same numbers count as the same step.")
+    order_similarity: float = Field(
+        0.85, gt=0, le=1, description="Near-identical steps must also keep their words in order "
+                                      "(difflib ratio of the word sequences); steps that move "
+                                      "words around carry a changing state, not a loop.")
     recent_steps: int = Field(8, ge=1, description="How many recent steps near-repeats are "
                                                    "compared with.")
     ngram: int = Field(10, ge=2, description="Words in a repeated phrase.")
@@ -66,10 +72,23 @@ class Repetition(Validator):
 
 
 class _RecentStep:
-    __slots__ = ("numbers", "words", "count")
+    __slots__ = ("numbers", "words", "sequence", "count")
 
-    def __init__(self, numbers: tuple[str, ...], words: frozenset[str]) -> None:
-        self.numbers, self.words, self.count = numbers, words, 1
+    def __init__(self, numbers: tuple[str, ...], words: frozenset[str],
+                 sequence: tuple[str, ...]) -> None:
+        self.numbers, self.words, self.sequence, self.count = numbers, words, sequence, 1
+
+
+def _same_order(a: tuple[str, ...], b: tuple[str, ...], limit: float) -> bool:
+    """Whether two word sequences are the same text with a few words swapped in place.
+
+    A loop rewrites a step with a word or two substituted ("For the tenth glass" / "For the
+    eleventh glass"); a step that carries a changing state in words ("first is the raven, then
+    second is the quail" / "first is the quail, then second is the raven") moves words around.
+    """
+    if not a or not b:
+        return False
+    return difflib.SequenceMatcher(None, a, b, autojunk=False).ratio() >= limit
 
 
 class _RepetitionSession(ValidatorSession):
@@ -135,15 +154,17 @@ class _RepetitionSession(ValidatorSession):
                                                      f"{text[:120]!r}", step_index=index)
         numbers = tuple(_NUMBER.findall(normalized))
         word_set = frozenset(words)
+        sequence = tuple(words[:_MAX_SEQUENCE_WORDS])
         for seen in self.recent:
-            if seen.numbers == numbers and _jaccard(seen.words, word_set) >= self.p.similarity:
+            if (seen.numbers == numbers and _jaccard(seen.words, word_set) >= self.p.similarity
+                    and _same_order(seen.sequence, sequence, self.p.order_similarity)):
                 seen.count += 1
                 if seen.count >= self.p.max_near_repeats:
                     return self.v.fault("repeated_step",
                                         f"{seen.count} near-identical steps with the same "
                                         f"numbers, e.g. {text[:120]!r}", step_index=index)
                 return None
-        self.recent.append(_RecentStep(numbers, word_set))
+        self.recent.append(_RecentStep(numbers, word_set, sequence))
         return None
 
     # -- the running text ----------------------------------------------------------------------

@@ -116,6 +116,9 @@ BREAKS: list[tuple[str, Callable[[list[SampleResult]], None], GateSettings, set[
      {("solve",)}, ("stage",)),
     ("stage_acceptance_within_bounds[solve]", lambda s: None,
      GateSettings(acceptance_bounds={"solve": (0.0, 0.5)}), {("solve",)}, ("stage",)),
+    # 1 of 6 samples failed (endpoint errors): over a 10% bound, within the default 20%.
+    ("failed_share_within_bound", lambda s: None, GateSettings(max_failed_share=0.1),
+     {("p5", 0)}, KEY),
 ]
 
 
@@ -125,7 +128,7 @@ def test_clean_run_passes_and_every_failing_rows_sql_is_empty(pg_url: str) -> No
     result = run_quality_gate(pg_url, run_id=run_id,
                               settings=GateSettings(acceptance_bounds=bounds))
     assert result.passed, result.message()
-    assert len(result.outcomes) == 7 + len(bounds)
+    assert len(result.outcomes) == 8 + len(bounds)
     for outcome in result.outcomes:
         assert outcome.success and outcome.unexpected_count == 0, outcome
         assert _rows(pg_url, outcome.failing_rows_sql) == [], outcome.expectation
