@@ -186,7 +186,8 @@ def test_migration_turns_stored_inconclusive_false_into_null(pg_url: str) -> Non
 
     with scratch_database(pg_url, migrated=True) as url:
         db.downgrade(url, "0009")
-        old = _inconclusive("http://h/v1", stored_as=None).model_dump(mode="json")
+        # as the probe stored an inconclusive verdict before abort_honoured could be null
+        old = _inconclusive("http://h/v1", stored_as=False).model_dump(mode="json")
         old["abort_honoured"] = False
         measured = old | {"abort_honoured": False,
                           "abort": old["abort"] | {"verdict": "not_honoured"}}
