@@ -1,8 +1,7 @@
-"""The figures of `foldem bench validators` (tasks/bench/validator_bench.py): its settings, the report
-models, and how one trace's outcome is tallied into a validator's figures and the rates derived
-from them. The row labels (clean, wrong_step, correct_answer / wrong_answer) are explained in
-tasks/bench/validator_bench.py.
-"""
+"""The figures of `foldem bench validators` (tasks/bench/validator_bench.py): its settings, the
+report models, and how one trace's outcome is tallied into a validator's figures and the rates
+derived from them. The row labels (clean, wrong_step, correct_answer / wrong_answer) are
+explained in tasks/bench/validator_bench.py."""
 
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Persistence of runs, samples, rejections and the token ledger.
 
 Every function takes the caller's session first and never commits: the caller's transaction
-(`tasks.store.db.session_scope`) decides, so a batch of samples, their rejections and their ledger rows
-land together or not at all. Writes are idempotent — re-saving results (a retried shard, a
-resumed run) never duplicates a row, and a sample already in a final state is never overwritten.
+(`tasks.store.db.session_scope`) decides, so a batch of samples, their rejections and their
+ledger rows land together or not at all. Writes are idempotent — re-saving results (a retried
+shard, a resumed run) never duplicates a row, and a sample already in a final state is never
+overwritten (a resume that retries failed samples removes them first: `forget_failed`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""The lexical pieces of the JSON prefix parser (validators/lib/json_stream.py): regexes that consume
-runs of text at C speed, string escapes read one character at a time, the code-fence line, and
-the schema judgement of a finished number. Everything here is pure and bounded.
+"""The lexical pieces of the JSON prefix parser (validators/lib/json_stream.py): regexes that
+consume runs of text at C speed, string escapes read one character at a time, the code-fence
+line, and the schema judgement of a finished number. Everything here is pure and bounded.
 """
 
 from __future__ import annotations
