@@ -58,6 +58,17 @@ class ChunkUsage(_Lenient):
     total_tokens: Unread = None
 
 
+class ChunkTimings(_Lenient):
+    """llama.cpp's `timings` (per chunk when the request asks `timings_per_token`, else on the
+    last chunk only): the server's own counts, in the model's tokenizer. `predicted_n` runs up
+    as tokens are decoded; `prompt_n` + `cache_n` are the prompt's tokens (evaluated + reused
+    from the slot's cache). Read only; nothing writes it."""
+
+    predicted_n: int | None = None
+    prompt_n: int | None = None
+    cache_n: int | None = None
+
+
 class StreamError(_Lenient):
     message: str = "error event in the stream"
     type: str | None = None
@@ -72,6 +83,7 @@ class StreamChunk(_Lenient):
     choices: list[ChunkChoice] = []
     usage: ChunkUsage | None = None
     error: StreamError | None = None
+    timings: ChunkTimings | None = None  # llama.cpp only
 
 
 # ------------------------------------------------------------------------------- the writer
@@ -106,3 +118,4 @@ class ChatCompletionChunk(StreamChunk):
     choices: list[ChunkChoice]
     usage: Usage | None = None
     error: None = Field(None, exclude=True)
+    timings: None = Field(None, exclude=True)  # the replay writes no llama.cpp timings

@@ -5,6 +5,9 @@ Disconnects are watched directly on the ASGI `receive` channel (uvicorn reports
 `http.disconnect` there as soon as the socket closes) instead of relying on the framework, so
 the count of sent tokens is exact and `ignore_disconnect` can keep "generating" for probes of
 servers that do not honour aborts.
+
+One module past 300 lines on purpose: the request handler, the streaming loop and its
+disconnect watch share the per-request accounting that makes the sent-token count exact.
 """
 
 from __future__ import annotations

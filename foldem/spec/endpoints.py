@@ -99,6 +99,12 @@ class Endpoint(_Strict):
     continuous_usage: Literal["auto", "on", "off"] = Field(
         "auto", description="Ask for usage in every chunk (vLLM/SGLang). auto: try it, fall back "
         "if the endpoint refuses the option.")
+    server: Literal["auto", "llama.cpp", "vllm", "sglang", "openai"] = Field(
+        "auto", description="The server software, for counting in the model's own tokens. "
+        "llama.cpp: ask for `timings_per_token`, whose running count of decoded tokens counts a "
+        "stream cut short exactly (llama.cpp sends no usage for it). auto: llama.cpp for "
+        "base_url local, or once a stream of the endpoint carried llama.cpp's `timings`; "
+        "the others never get the option (OpenAI refuses fields it does not know).")
     weight: float = Field(1.0, gt=0, le=1_000_000, description="Share of a stage's calls "
                           "when the stage lists several endpoints (with their current load).")
     limits: EndpointLimits = Field(default_factory=lambda: EndpointLimits())

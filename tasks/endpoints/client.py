@@ -18,6 +18,7 @@ once per endpoint).
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import random
 import time
@@ -37,7 +38,7 @@ from foldem.core.errors import (
     EndpointError,
     EndpointUnreachableError,
 )
-from foldem.spec.endpoints import Endpoint
+from foldem.spec.endpoints import LOCAL, Endpoint
 from tasks.endpoints.base import CallStats, ChatRequest
 from tasks.endpoints.stream_call import (
     StreamCall,
@@ -93,6 +94,12 @@ class EndpointClient:
             timeout=openai.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total))
         self._limit = asyncio.Semaphore(endpoint.max_concurrent_streams)
         self._continuous: bool | None = {"on": True, "off": False}.get(endpoint.continuous_usage)
+        #: Ask llama.cpp for its token count in every chunk (None: not known to be llama.cpp
+        #: yet; a stream carrying its `timings` tells, see StreamCall.saw_timings).
+        self._timings: bool | None = (
+            True if endpoint.server == "llama.cpp"
+            or (endpoint.server == "auto" and endpoint.base_url == LOCAL)
+            else None if endpoint.server == "auto" else False)
         self.active_streams = 0
 
     async def aclose(self) -> None:
@@ -115,11 +122,20 @@ class EndpointClient:
             pass  # some servers lack /models; a status answer proves the server is there
 
     def _body(self, request: ChatRequest) -> dict[str, Any]:
+        """The request's keyword arguments. The endpoint's `extra_body` (job spec; e.g.
+        llama.cpp's `grammar`, which makes a judge's reply always parseable) goes in the SDK's
+        `extra_body`, which merges it into the JSON sent; the spec refused fields foldem sets."""
         options: dict[str, Any] = {"include_usage": True}  # usage in the last chunk
         if self._continuous is not False:
             options["continuous_usage_stats"] = True
-        return dict(model=self.endpoint.model, messages=list(request.messages), stream=True,
-                    stream_options=options, **request.sampling())
+        body: dict[str, Any] = dict(model=self.endpoint.model, messages=list(request.messages),
+                                    stream=True, stream_options=options, **request.sampling())
+        extra = copy.deepcopy(self.endpoint.extra_body)
+        if self._timings:
+            extra["timings_per_token"] = True
+        if extra:
+            body["extra_body"] = extra
+        return body
 
     async def _open(self, request: ChatRequest, stats: CallStats, max_retries: int
                     ) -> tuple[Any, AsyncIterator[StreamChunk], StreamChunk | None, float]:
@@ -201,6 +217,8 @@ class EndpointClient:
                     finally:
                         await call.close()  # explicit: the server must see the hang-up now
                         call.finalize()
+                        if call.saw_timings and self._timings is None:
+                            self._timings = True  # llama.cpp: its count in every chunk from now
             except TimeoutError:
                 raise EndpointError(self.endpoint.name, f"call exceeded the total timeout of "
                                     f"{self.endpoint.timeouts.total:.0f}s") from None

@@ -41,6 +41,9 @@ class StreamCall:
         self._t0 = t0
         self._idle = idle_timeout
         self._server_completion: int | None = None
+        self._server_predicted: int | None = None  # llama.cpp's timings.predicted_n
+        self._timings_prompt: int | None = None  # llama.cpp's timings prompt_n + cache_n
+        self.saw_timings = False  # the server is llama.cpp
 
     async def _next(self, timeout: float) -> StreamChunk | None:
         try:
@@ -79,6 +82,9 @@ class StreamCall:
             self._server_completion = usage.completion_tokens
             added_by_server = usage.completion_tokens - previous
             st.prompt_tokens = usage.prompt_tokens
+        added_by_timings = self._read_timings(chunk)
+        if added_by_server is None:
+            added_by_server = added_by_timings
         text = ""
         for choice in chunk.choices:
             if choice.delta is not None and choice.delta.content:
@@ -92,6 +98,22 @@ class StreamCall:
         st.text_parts.append(text)
         tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
         return Delta(text, tokens)
+
+    def _read_timings(self, chunk: StreamChunk) -> int | None:
+        """llama.cpp's own counts, when the chunk carries them: the tokens this chunk added
+        (its running `predicted_n` moved on by one per content chunk; a UTF-8 character split
+        across tokens arrives as one chunk that added two)."""
+        timings = chunk.timings
+        if timings is None:
+            return None
+        self.saw_timings = True
+        if timings.prompt_n is not None:
+            self._timings_prompt = timings.prompt_n + (timings.cache_n or 0)
+        if timings.predicted_n is None:
+            return None
+        previous = self._server_predicted or 0
+        self._server_predicted = timings.predicted_n
+        return timings.predicted_n - previous
 
     def _half_close(self) -> bool:
         """Send our FIN while still reading: the server learns of the hang-up at once and stops
@@ -133,13 +155,21 @@ class StreamCall:
             self._consume(chunk)
 
     def finalize(self) -> CallStats:
-        """Settle the completion count: server usage where it was reported, else an estimate
-        (the prompt's count is settled by the client, for failed calls too)."""
+        """Settle the completion count: server usage where it was reported; else llama.cpp's
+        running count of the tokens it sent (a stream cut short gets no usage there); else an
+        estimate (the prompt's count is settled by the client, for failed calls too). Tokens a
+        server decoded after it learned of the hang-up never reach the wire and are not here
+        (`foldem probe` measures them: `server_tokens_after_close`)."""
         st = self.stats
         st.duration_ms = (time.perf_counter() - self._t0) * 1000
         if self._server_completion is not None:
             st.completion_tokens = self._server_completion
             st.count_source = CountSource.SERVER_USAGE
+        elif self._server_predicted is not None:
+            st.completion_tokens = self._server_predicted
+            st.count_source = CountSource.SERVER_TIMINGS
+            if st.prompt_tokens is None:
+                st.prompt_tokens = self._timings_prompt
         else:
             st.completion_tokens = count_tokens(st.text)
             st.count_source = CountSource.TOKENIZER_ESTIMATE

@@ -15,6 +15,9 @@ their numbers solve different problems, and are not duplicates.
 Memory: texts are streamed and dropped once hashed; the run is indexed INDEX_SAMPLES at a time
 (~6 KB per sample, mostly LSH buckets) and signatures kept before a chunk are streamed from
 Postgres, so memory depends on neither the run's size nor the history of earlier runs.
+
+One module past 300 lines on purpose: the walk, the signature store and the lock are one
+transaction's logic, and a reader checking "no sample is removed twice" needs them together.
 """
 from __future__ import annotations
 

@@ -32,14 +32,13 @@ from tasks.quality.expectations import (
     BOUNDS_FRAME,
     FAILED_FRAME,
     Check,
-    RunQueries,
     acceptance_frame,
     add_answer_parses,
     build_checks,
     exception_message,
     failed_share_frame,
-    sql_literal,
 )
+from tasks.quality.frames import RunQueries, sql_literal
 from tasks.store.db import get_engine
 from tasks.store.schema import quality_gate_results
 

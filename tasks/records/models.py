@@ -28,6 +28,9 @@ class CountSource(StrEnum):
     """Where a call's token counts come from."""
 
     SERVER_USAGE = "server_usage"  # the endpoint's own usage figures
+    #: llama.cpp's running count of decoded tokens (`timings.predicted_n`), which it sends in
+    #: every chunk when asked: its own count of a stream cut short, for which it sends no usage
+    SERVER_TIMINGS = "server_timings"
     TOKENIZER_ESTIMATE = "tokenizer_estimate"  # the endpoint reported none: counted here
 
 
@@ -36,6 +39,7 @@ class AbortReason(StrEnum):
 
     REJECTED = "rejected"
     EARLY_EXIT = "early_exit"  # the answer was complete (or a judge's score line was)
+    INTERRUPTED = "interrupted"  # the run was stopped (Ctrl-C): the sample is generated again
 
 
 class CallKind(StrEnum):

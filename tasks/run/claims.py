@@ -17,6 +17,9 @@ If the claims connection drops (a database restart), it is opened again and the 
 locked again. A shard a peer took meanwhile is reported as lost (`take_lost`): its holder must
 stop working on it. The claims connection must be a real session: not through PgBouncer in
 transaction pooling mode, which would hand the lock to another client's session.
+
+One module past 300 lines on purpose: the lock protocol (claim, finish, release, re-lock after
+a dropped connection, take-over detection) is correct only as a whole.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from foldem.spec.job import JobSpec
-from tasks.endpoints.client import resolve_api_key
-from tasks.endpoints.extra_body import client_class
+from tasks.endpoints.client import EndpointClient, resolve_api_key
 from tasks.endpoints.limits import LimitsSession, build_limiters
 from tasks.engine.runner import Engine, build_stage_validators
 from tasks.run.progress import ProgressBoard
@@ -57,9 +56,8 @@ def open_context(job: JobSpec, *, run_id: str, database_url: str,
     gc.freeze()
     limited = any(ep.limits.configured for ep in job.endpoints)
     limiters = build_limiters(job.endpoints, holder=_flow_run_holder() if limited else None)
-    clients = {ep.name: client_class(ep.extra_body)(ep, base_url=base_urls[ep.name],
-                                                    api_key=resolve_api_key(ep),
-                                                    limiter=limiters.get(ep.name))
+    clients = {ep.name: EndpointClient(ep, base_url=base_urls[ep.name],
+                                       api_key=resolve_api_key(ep), limiter=limiters.get(ep.name))
                for ep in job.endpoints}
     engine = Engine(job=job, run_id=run_id, clients=clients,
                     validators=build_stage_validators(job))

@@ -14,8 +14,9 @@ from tasks.records.models import RunSummary, SampleResult, WorkItem
 from tasks.run.claims import ShardRow, register_shards, reopen_shards
 from tasks.store import storage
 from tasks.store.db import get_engine, migrate, resolve_database_url, session_scope
+from tasks.store.run_summary import summarize_run
 from tasks.store.schema import runs
-from tasks.store.storage import done_keys, finish_run, save_results, start_run, summarize_run
+from tasks.store.storage import done_keys, finish_run, save_results, start_run
 
 
 def code_version() -> str:

@@ -13,7 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from foldem.spec.job import JobSpec, parse_job
-from tasks.endpoints.extra_body import client_class
+from tasks.endpoints.client import EndpointClient
 from tasks.endpoints.local_model import LocalModelServer
 from tasks.engine.runner import Engine, build_stage_validators
 from tasks.probe.endpoint_probe import ProbeOptions, probe_endpoint
@@ -63,8 +63,7 @@ def _job(server: LocalModelServer, *, max_tokens: int, extra_body: dict[str, Any
 
 
 async def _run_one(job: JobSpec, server: LocalModelServer, text: str) -> SampleResult:
-    clients = {ep.name: client_class(ep.extra_body)(ep, base_url=server.base_url,
-                                                    api_key=SecretStr("x"))
+    clients = {ep.name: EndpointClient(ep, base_url=server.base_url, api_key=SecretStr("x"))
                for ep in job.endpoints}
     engine = Engine(job=job, run_id="live", clients=clients,
                     validators=build_stage_validators(job))

@@ -106,7 +106,8 @@ MARKERS: tuple[Marker, ...] = (
          "answer", flags=re.MULTILINE),
     _row("phrase", "is_the_answer",
          r"(?P<ans>\\\([^\n]{1,200}?\\\)|\$[^$\n]{1,200}\$|\*\*[^*\n]{1,100}\*\*|"
-         r"-?\$?\d[\d,]*(?:\.\d+)?(?:[ \t]*/[ \t]*\d+)?)[ \t]+(?i:is[ \t]+(?:the|our|my)[ \t]+"
+         r"(?<![\d,.])-?\$?\d[\d,]{0,30}(?:\.\d{1,30})?(?:[ \t]*/[ \t]*\d{1,30})?)"
+         r"[ \t]+(?i:is[ \t]+(?:the|our|my)[ \t]+"
          + _QUALIFIER + r"answer)\b", "answer"),
     _row("phrase", "correct_option",
          r"(?i:\b(?:the[ \t]+)?(?:correct|right|best)[ \t]+(?:option|choice)[ \t]+is[ \t]*:?"

@@ -1,13 +1,16 @@
 """An incremental JSON prefix parser: is the text so far still the start of a valid document?
 
+(Past 300 lines on purpose: one state machine, whose transitions are checked against each
+other; its lexical pieces are in validators/lib/json_tokens.py.)
+
 `JsonPrefixParser.feed(chunk)` consumes the next piece of the text and returns a `JsonFault` at
 the first character that makes the text impossible to complete as valid JSON (RFC 8259) that
 matches an optional schema, or None while it can still be completed. `finish()` says whether
 the whole text is a complete document. Feeding a text in any split gives the same answer, and
 the work is proportional to the new text: runs of string characters, digits, whitespace and
-scalar members are consumed by regular expressions (validators/lib/json_tokens.py), not character by
-character. State is a stack of open
-containers (bounded by `max_depth`) plus small bounded buffers: a key or enum string is kept
+scalar members are consumed by regular expressions (validators/lib/json_tokens.py), not
+character by character. State is a stack of open containers (bounded by `max_depth`) plus small
+bounded buffers: a key or enum string is kept
 only as long as the longest name it could match, a number only up to 1,000 characters.
 
 Strictness, and why:

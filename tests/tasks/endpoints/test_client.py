@@ -62,6 +62,16 @@ async def test_usage_detection(fake: FakeEndpoint, usage: str, refuse: bool, sou
     await client.aclose()
 
 
+async def test_plain_client_sends_the_endpoints_extra_body(fake: FakeEndpoint) -> None:
+    fake.reset()
+    client = client_for(fake.base_url, extra_body={"grammar": 'root ::= "4"', "top_k": 1})
+    await collect(client)
+    sent = fake.seen.requests[-1]
+    assert (sent["grammar"], sent["top_k"]) == ('root ::= "4"', 1)
+    assert sent["model"] == "m" and sent["stream"] is True  # foldem's own fields stay
+    await client.aclose()
+
+
 async def test_retries_429_with_retry_after_before_first_token(fake: FakeEndpoint) -> None:
     fake.reset(statuses=[429, 503], retry_after="0")
     client = client_for(fake.base_url, max_retries=3)

@@ -27,7 +27,8 @@ from tasks.engine.runner import Engine, build_stage_validators
 from tasks.records.models import Prompt, RunSummary, WorkItem
 from tasks.reports.summary import summary_markdown
 from tasks.run.preflight import preflight_run
-from tasks.store.storage import save_results, start_run, summarize_run
+from tasks.store.run_summary import summarize_run
+from tasks.store.storage import save_results, start_run
 from tests.support.fake_endpoint import FakeEndpoint, closed_port, fake_fixture
 
 SOLUTION = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]

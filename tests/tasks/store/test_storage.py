@@ -21,8 +21,9 @@ from tasks.records.models import (
     SampleStatus,
     StageText,
 )
+from tasks.store.run_summary import summarize_run
 from tasks.store.schema import ledger, rejections, runs, samples
-from tasks.store.storage import done_keys, finish_run, save_results, start_run, summarize_run
+from tasks.store.storage import done_keys, finish_run, save_results, start_run
 from tests.support.samples import ledger_entry, sample_result
 
 QUERIES = sorted((PROJECT_ROOT / "sql" / "queries").glob("*.sql"))
