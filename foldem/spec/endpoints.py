@@ -95,7 +95,8 @@ class Endpoint(_Strict):
                              "before the first token.")
     require_abort_honoured: bool = Field(
         False, description="Refuse to run unless the newest `foldem probe` of this base_url and "
-        "model (table endpoint_probes) measured that a disconnect stops generation.")
+        "model (table endpoint_probes) measured that a disconnect stops generation; a probe "
+        "that could not tell (unknown) only warns.")
     continuous_usage: Literal["auto", "on", "off"] = Field(
         "auto", description="Ask for usage in every chunk (vLLM/SGLang). auto: try it, fall back "
         "if the endpoint refuses the option.")

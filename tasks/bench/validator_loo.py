@@ -97,7 +97,8 @@ def leave_one_out(settings: BenchSettings, trace_files: Sequence[Path | str]
             correct_answer=row.correct_answer,
             outcome_false_rejections=row.fired_correct_answer,
             outcome_false_rejection_rate=_rate(row.fired_correct_answer, row.correct_answer),
-            wrong_step=row.wrong_step, recall_wrong_step=_rate(row.fired_wrong_step, row.wrong_step),
+            wrong_step=row.wrong_step,
+            recall_wrong_step=_rate(row.fired_wrong_step, row.wrong_step),
             wrong_answer=row.wrong_answer,
             recall_wrong_answer=_rate(row.fired_wrong_answer, row.wrong_answer)))
     return out

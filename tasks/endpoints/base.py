@@ -70,6 +70,10 @@ class CallStats:
     served_model: str | None = None  # the chunks' `model`: who generated the text
     aborted: bool = False
     error: str | None = None
+    #: Some attempt of the call reached the server (it answered, or took the request and then
+    #: failed). False: every attempt failed to connect (refused, DNS, connect timeout), so no
+    #: prompt was processed and the prompt costs nothing (prompt_tokens stays None).
+    reached_server: bool = False
     text_parts: list[str] = field(default_factory=list)
 
     @property

@@ -21,6 +21,7 @@ import asyncio
 import copy
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -73,6 +74,25 @@ def _retry_after(exc: openai.APIStatusError) -> float | None:
         return min(float(raw), 60.0) if raw else None
     except ValueError:
         return None
+
+
+#: Errors raised before a request could be written: nothing reached the server.
+_CONNECT_ERRORS: tuple[type[BaseException], ...] = (
+    httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx2.ConnectError,
+    httpx2.ConnectTimeout, httpx2.PoolTimeout, ConnectionRefusedError, socket.gaierror)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """The error (or what it wraps: the SDK wraps the transport's) says the connection was
+    never made, so the request did not reach the server."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # a short chain; bounded against cycles
+        if seen is None:
+            return False
+        if isinstance(seen, _CONNECT_ERRORS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _backoff(attempt: int) -> float:
@@ -149,12 +169,14 @@ class EndpointClient:
             try:
                 response = await self._client.chat.completions.with_streaming_response.create(
                     **self._body(request)).__aenter__()
+                stats.reached_server = True
                 chunks = parse_sse(response, ep.name)
                 first = await asyncio.wait_for(anext(chunks, None), ep.timeouts.first_token)
                 if self._continuous is None:
                     self._continuous = True
                 return response, chunks, first, t0
             except openai.BadRequestError as exc:
+                stats.reached_server = True
                 if self._continuous is None and "continuous_usage_stats" in str(exc):
                     self._continuous = False  # endpoint refuses the vLLM option: fall back
                     stats.attempts -= 1
@@ -162,9 +184,11 @@ class EndpointClient:
                 raise EndpointError(ep.name, f"request refused: {exc.message}",
                                     status=400) from None
             except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+                stats.reached_server = True
                 raise EndpointAuthError(ep.name, f"API key refused (HTTP {exc.status_code})",
                                         status=exc.status_code) from None
             except openai.APIStatusError as exc:
+                stats.reached_server = True
                 retryable = exc.status_code == 429 or exc.status_code >= 500
                 if not retryable or attempt >= max_retries:
                     raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
@@ -174,10 +198,13 @@ class EndpointClient:
                     OSError, EndpointError) as exc:
                 if response is not None:
                     await response.close()
+                stats.reached_server |= not never_sent(exc)
                 if attempt >= max_retries:
                     what = (f"no first token within {ep.timeouts.first_token:.0f}s"
                             if isinstance(exc, asyncio.TimeoutError)
                             else f"{type(exc).__name__}: {exc}")
+                    if not stats.reached_server:
+                        what = f"never reached the server, {stats.attempts} attempts ({what})"
                     raise EndpointError(ep.name, what, retryable=True) from None
                 delay = _backoff(attempt)
             attempt += 1
@@ -224,5 +251,6 @@ class EndpointClient:
                                     f"{self.endpoint.timeouts.total:.0f}s") from None
             finally:
                 self.active_streams -= 1
-                if stats.prompt_tokens is None:  # the endpoint reported none, or never answered
+                # The endpoint reported none: estimated, if the request reached it at all.
+                if stats.prompt_tokens is None and stats.reached_server:
                     stats.prompt_tokens = request.prompt_tokens_estimate

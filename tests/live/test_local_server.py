@@ -13,6 +13,7 @@ import pytest
 from pydantic import SecretStr
 
 from foldem.spec.job import JobSpec, parse_job
+from tasks.endpoints.base import CallStats, ChatRequest
 from tasks.endpoints.client import EndpointClient
 from tasks.endpoints.local_model import LocalModelServer
 from tasks.engine.runner import Engine, build_stage_validators
@@ -87,6 +88,38 @@ async def test_ledger_counts_what_the_server_counted(local_model: LocalModelServ
     assert row.prompt_tokens and row.prompt_tokens > 0
     assert 0 < row.completion_tokens <= 40
     assert row.completion_tokens == after - before  # the server's own count, token for token
+
+
+async def test_a_cut_stream_is_counted_in_the_models_own_tokens(
+        local_model: LocalModelServer) -> None:
+    """llama.cpp sends no usage for a stream cut short: the ledger takes its running count of
+    decoded tokens (`timings_per_token`, asked for on `base_url: local` and on an endpoint seen
+    to be llama.cpp). What the server counted, minus the few tokens it decoded after it learned
+    of the hang-up (they never reach the wire; `foldem probe` measures them), is the ledger."""
+    job = _job(local_model, max_tokens=400)
+    (ep,) = job.endpoints
+    client = EndpointClient(ep.model_copy(update={"server": "llama.cpp"}),
+                            base_url=local_model.base_url, api_key=SecretStr("x"))
+    request = ChatRequest(({"role": "user", "content": LONG_PROMPT},), max_tokens=400,
+                          temperature=0.7, seed=3)
+    wait_idle(local_model)
+    before = server_metrics(local_model)[PREDICTED]
+    stats = CallStats()
+    try:
+        async with client.stream(request, stats=stats) as call:
+            read = 0
+            async for _ in call:
+                read += 1
+                if read == 20:
+                    break  # hang up mid-stream
+    finally:
+        await client.aclose()
+    wait_idle(local_model)
+    after_hang_up = server_metrics(local_model)[PREDICTED] - before - stats.completion_tokens
+    assert stats.count_source == CountSource.SERVER_TIMINGS and stats.finish_reason is None
+    assert stats.completion_tokens >= 20  # a chunk is a token, or two merged
+    assert 0 <= after_hang_up <= 8, after_hang_up
+    assert stats.prompt_tokens and stats.prompt_tokens > 0
 
 
 async def test_extra_body_grammar_constrains_the_reply(local_model: LocalModelServer) -> None:

@@ -26,14 +26,15 @@ CORRECT: list[tuple[str, str, str]] = [
     ("hashes", "3 boxes of 4 is 3 * 4 = 12.\n#### 12", "12"),
     ("bold_answer_line", "She saves 5 a week for 6 weeks: 5 * 6 = 30.\n**Answer:** 30", "30"),
     ("bold_whole_line", "Total: 7 + 8 = 15 marbles.\n**Answer: 15**", "15"),
-    ("answer_heading", "Each row has 9 seats and there are 4 rows, 9 * 4 = 36.\n### Final Answer\n36",
-     "36"),
-    ("bold_heading_then_box", "The side is 5, so the area is 25.\n**Final Answer**\n\\[\\boxed{25}\\]",
-     "25"),
-    ("so_the_answer_is", "He runs 3 km a day for 7 days, 3 * 7 = 21.\nSo the answer is 21 km.", "21"),
+    ("answer_heading", "Each row has 9 seats and there are 4 rows, 9 * 4 = 36.\n"
+     "### Final Answer\n36", "36"),
+    ("bold_heading_then_box", "The side is 5, so the area is 25.\n"
+     "**Final Answer**\n\\[\\boxed{25}\\]", "25"),
+    ("so_the_answer_is", "He runs 3 km a day for 7 days, 3 * 7 = 21.\n"
+     "So the answer is 21 km.", "21"),
     ("therefore_colon", "Half of 90 is 45.\nTherefore, the answer is: $45.", "45"),
-    ("arabic_numerals", "18 - 5 = 13 apples remain.\nTherefore, the answer (arabic numerals) is 13.",
-     "13"),
+    ("arabic_numerals", "18 - 5 = 13 apples remain.\n"
+     "Therefore, the answer (arabic numerals) is 13.", "13"),
     ("answer_would_be", "Two dozen is 2 * 12 = 24.\nThe answer to the question would be 24 eggs.",
      "24"),
     ("answer_with_clause", "The price rose from 40 to 50, by 10.\nThe answer is 10, which is the "
@@ -79,8 +80,8 @@ CORRECT: list[tuple[str, str, str]] = [
 
 def _policy(reference: str, problem: str = PROBLEM) -> StagePolicy:
     ctx = ProblemContext(problem=problem, reference_answer=reference, expected_tokens=200)
-    return StagePolicy([ConfiguredValidator(build(n, p), m) for n, p, m in DEFAULT_SOLVE_VALIDATORS],
-                       ctx, early_exit=False)
+    validators = [ConfiguredValidator(build(n, p), m) for n, p, m in DEFAULT_SOLVE_VALIDATORS]
+    return StagePolicy(validators, ctx, early_exit=False)
 
 
 @pytest.mark.parametrize(("name", "text", "reference"), CORRECT, ids=[c[0] for c in CORRECT])

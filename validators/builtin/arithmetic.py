@@ -83,6 +83,24 @@ def format_exact(value: Fraction) -> str:
     return f"{value.numerator}/{value.denominator} ≈ {as_float}"
 
 
+def _exact_link(lhs: _Side, rhs: _Side, rel: str) -> bool:
+    """Whether a link between two expressions (`(7 - -7 * 4) = (7 - 28)`) is judged: both sides
+    computed, "=" (not ≈), and exact arithmetic only (no decimals, percents or rounded
+    literals, where a rewritten side may legitimately be rounded)."""
+    return (rel.strip() == "=" and rhs.parsed.operators > 0
+            and not (lhs.parsed.percent or rhs.parsed.percent)
+            and lhs.parsed.uncertainty == 0 and rhs.parsed.uncertainty == 0
+            and "." not in lhs.text and "." not in rhs.text)
+
+
+_CLEAN_END = re.compile(r"[ \t]*(?:$|\n|[.,;:!?)\]}$]|\\\)|\\\]|\*\*)")
+
+
+def _ends(text: str, at: int) -> bool:
+    """Whether an expression ending at `at` ends there: `2 \\cdot 3 \\cos C` goes on."""
+    return _CLEAN_END.match(text, at) is not None
+
+
 class EquationChecker:
     """Finds and checks the equations of one step of text (stateless between steps)."""
 
@@ -167,12 +185,23 @@ class EquationChecker:
                 sides.append(_side(text[a:b]))
         for k in range(len(sides) - 1):
             lhs, rhs = sides[k], sides[k + 1]
-            if lhs is None or rhs is None or not lhs.parsed.operators or not rhs.parsed.plain:
+            if lhs is None or rhs is None or not lhs.parsed.operators:
                 continue
+            rel = rels[k].group()
+            if not rhs.parsed.plain:
+                last = k + 1 == len(pieces) - 1
+                if not _exact_link(lhs, rhs, rel) or (last and not _ends(text, pieces[k + 1][1])):
+                    continue
+                budget[0] -= 1
+                if budget[0] < 0:
+                    return None
+                if lhs.parsed.exact == rhs.parsed.exact or self._running_total(lhs, rhs.text):
+                    continue
+                written = text[pieces[k][0]:pieces[k + 1][1]]
+                return Mismatch(" ".join(written.split()), lhs.parsed.exact)
             budget[0] -= 1
             if budget[0] < 0:
                 return None
-            rel = rels[k].group()
             if self.holds(lhs, rhs.parsed, approx="=" not in rel or "~" in rel):
                 continue
             if "/" in rhs.text and self._running_total(lhs, rhs.text):

@@ -95,9 +95,9 @@ def _bounded(fn: Callable[[], Any]) -> tuple[bool, Any]:
 def _math_verify() -> tuple[Callable[[str], list[Any]], Callable[[Any, Any], bool]]:
     """math-verify's parser and comparer, without its signal-based timeout (imported lazily:
     sympy and the LaTeX grammar take a while to load)."""
-    from math_verify import LatexExtractionConfig  # type: ignore[import-untyped]
-    from math_verify.grader import sympy_expr_eq  # type: ignore[import-untyped]
-    from math_verify.parser import (  # type: ignore[import-untyped]
+    from math_verify import LatexExtractionConfig
+    from math_verify.grader import sympy_expr_eq
+    from math_verify.parser import (
         extract_target_from_pred,
         get_extraction_regexes,
     )

@@ -67,12 +67,14 @@ _COLON = r"[ \t]*:?(?:\*\*|__)?[ \t]*"
 _ADVERB = r"(?:(?:therefore|thus|then|simply|just|indeed|clearly|also|now|hence|finally),?[ \t]+)?"
 _QUALIFIER = (r"(?:(?:final|correct|required|desired|right|resulting|overall|numerical|numeric|"
               r"exact|complete|only|true|total)[ \t]+)*")
-_TOPIC = r"(?:[ \t]+(?:to|for|of)[ \t]+(?:the|this|our|your)[ \t]+(?:question|problem|task|puzzle))?"
+_TOPIC = (r"(?:[ \t]+(?:to|for|of)[ \t]+(?:the|this|our|your)[ \t]+"
+          r"(?:question|problem|task|puzzle))?")
 _PAREN = r"(?:[ \t]*\([^()\n]{1,40}\))?"
 _VERB = (r"(?:is|would[ \t]+be|will[ \t]+be|should[ \t]+be|must[ \t]+be|becomes|equals|"
          r"comes[ \t]+out[ \t]+to(?:[ \t]+be)?|turns[ \t]+out[ \t]+to[ \t]+be)")
 _LEAD = rf"\b(?:the|my|our|your|an?)[ \t]+{_QUALIFIER}answer{_PAREN}{_TOPIC}{_PAREN}[ \t]+{_VERB}"
-_BARE_LEAD = rf"(?:^|(?<=[.!?,;][ \t])|\b(?:so|thus|hence|therefore),?[ \t]+){_QUALIFIER}answer[ \t]+is"
+_BARE_LEAD = (r"(?:^|(?<=[.!?,;][ \t])|\b(?:so|thus|hence|therefore),?[ \t]+)"
+              rf"{_QUALIFIER}answer[ \t]+is")
 _ANSWER_WORD = r"(?:final[ \t]+answer|answer)"
 _SEP = r"[ \t]*(?:\([^()\n]{1,40}\)[ \t]*)?(?:\*\*|__)?[ \t]*(?::|：|[-–—](?=[ \t]))"
 
@@ -170,9 +172,9 @@ def _boxed_matches(text: str) -> list[AnswerMatch]:
         else:
             out.append(AnswerMatch("boxed", text[open_at:close_at], m.start(), close_at + 1))
     kept: list[AnswerMatch] = []  # `\boxed{a = \boxed{b}}`: the outer box is the answer
-    for b in out:
-        if not (kept and kept[-1].complete and b.start < kept[-1].end):
-            kept.append(b)
+    for found in out:
+        if not (kept and kept[-1].complete and found.start < kept[-1].end):
+            kept.append(found)
     return kept
 
 

@@ -242,3 +242,49 @@ def test_half_close_only_over_plain_http(url: str, half_closes: bool) -> None:
 async def aiter_empty() -> Any:
     return
     yield
+
+
+def _llamacpp_chunk(content: str | None, predicted: int | None) -> Any:
+    from foldem.core.chat_stream import StreamChunk
+
+    timings = ({"prompt_n": 30, "cache_n": 8, "predicted_n": predicted}
+               if predicted is not None else None)
+    return StreamChunk.model_validate(
+        {"id": "c1", "model": "smollm2", "timings": timings,
+         "choices": [{"index": 0, "delta": {"content": content} if content else {}}]})
+
+
+async def test_a_cut_llamacpp_stream_is_counted_by_its_timings() -> None:
+    """llama.cpp sends no usage for a stream cut short; asked for `timings_per_token` it sends
+    its running count of decoded tokens in every chunk, which is the count, in the model's own
+    tokens (a character split over two tokens arrives as one chunk that added two)."""
+    from types import SimpleNamespace
+
+    from tasks.endpoints.stream_call import StreamCall
+
+    async def chunks() -> Any:
+        for content, predicted in [(" lighthouse", 2), ("é", 4), (" keeper", 5)]:
+            yield _llamacpp_chunk(content, predicted)
+
+    stats = CallStats()
+    call = StreamCall(chunks(), _llamacpp_chunk("A", 1), SimpleNamespace(), stats, 0.0, 5.0,
+                      "t")
+    tokens = [delta.tokens async for delta in call]
+    call.finalize()
+    assert tokens == [1, 1, 2, 1] and call.saw_timings
+    assert (stats.completion_tokens, stats.prompt_tokens) == (5, 38)
+    assert stats.count_source == "server_timings"
+
+
+async def test_llamacpp_is_asked_for_timings_once_detected(fake: FakeEndpoint) -> None:
+    fake.reset()
+    told = client_for(fake.base_url, server="llama.cpp")
+    auto = client_for(fake.base_url)
+    request = ChatRequest(MESSAGES, max_tokens=5, temperature=0)
+    assert told._body(request)["extra_body"] == {"timings_per_token": True}
+    assert "extra_body" not in auto._body(request)  # OpenAI would refuse the field
+    auto._timings = None
+    await collect(auto)  # the fake endpoint is no llama.cpp: nothing learnt
+    assert "extra_body" not in auto._body(request)
+    await told.aclose()
+    await auto.aclose()
