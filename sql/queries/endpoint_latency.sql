@@ -3,12 +3,7 @@
 -- model the endpoint named in its replies, e.g. each recorded generator behind a replay of `*`.)
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/endpoint_latency.sql
 --   (without -v run_id=...: the latest run)
-\if :{?run_id}
-\else
-SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
-       AS run_id \gset
-\echo run :run_id (the latest; choose another with -v run_id=ID)
-\endif
+\ir include/latest_run.psql
 SELECT
     endpoint,
     model,

@@ -5,12 +5,7 @@
 -- those of every call to that model.
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/outcomes_by_model.sql
 --   (without -v run_id=...: the latest run)
-\if :{?run_id}
-\else
-SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
-       AS run_id \gset
-\echo run :run_id (the latest; choose another with -v run_id=ID)
-\endif
+\ir include/latest_run.psql
 WITH last_call AS (
     SELECT DISTINCT ON (prompt_id, sample_index)
            prompt_id, sample_index, endpoint, model, served_model

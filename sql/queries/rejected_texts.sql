@@ -4,12 +4,7 @@
 -- Wide rows: read them with psql's expanded display (-x), a few at a time.
 --   psql "$(foldem db url --libpq)" -x -v run_id=RUN_ID -f sql/queries/rejected_texts.sql
 --   (without -v run_id=...: the latest run)
-\if :{?run_id}
-\else
-SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
-       AS run_id \gset
-\echo run :run_id (the latest; choose another with -v run_id=ID)
-\endif
+\ir include/latest_run.psql
 WITH rejected AS (
     SELECT r.prompt_id, r.sample_index, r.stage, r.validator, r.reason_code, r.detail,
            r.step_index, r.tokens_at_fire, r.created_at, t.text, t.aborted,

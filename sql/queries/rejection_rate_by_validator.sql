@@ -2,12 +2,7 @@
 -- (and of its rejections) did each validator and reason code account for?
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/rejection_rate_by_validator.sql
 --   (without -v run_id=...: the latest run)
-\if :{?run_id}
-\else
-SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
-       AS run_id \gset
-\echo run :run_id (the latest; choose another with -v run_id=ID)
-\endif
+\ir include/latest_run.psql
 WITH total AS (
     SELECT count(*) AS samples FROM samples WHERE run_id = :'run_id'
 )

@@ -3,12 +3,7 @@
 -- figures the server reported versus the client estimated?
 --   psql "$(foldem db url --libpq)" -v run_id=RUN_ID -f sql/queries/tokens_by_stage.sql
 --   (without -v run_id=...: the latest run)
-\if :{?run_id}
-\else
-SELECT coalesce((SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC LIMIT 1), '')
-       AS run_id \gset
-\echo run :run_id (the latest; choose another with -v run_id=ID)
-\endif
+\ir include/latest_run.psql
 SELECT
     stage,
     count_source,

@@ -34,6 +34,7 @@ from tasks.engine.runner import Engine, build_stage_validators
 from tasks.probe.monitors import parse_prometheus
 from tasks.records.models import SampleResult, WorkItem
 from tasks.run import lifecycle
+from tasks.run.shard import process_items
 from tasks.store.db import get_engine, session_scope
 from tasks.store.schema import ledger
 
@@ -148,8 +149,6 @@ def read_ledger(db_url: str, run_id: str) -> list[LedgerRow]:
 
 async def _generate(engine: Engine, items: Sequence[WorkItem], db_url: str
                     ) -> list[SampleResult]:
-    from tasks.run.shard import process_items
-
     def save(batch: Sequence[SampleResult]) -> None:
         lifecycle.save_batch(db_url, batch)
 

@@ -73,7 +73,7 @@ def test_per_run_query_without_run_id_shows_the_latest_run(two_runs: tuple[str, 
 
 @pytest.mark.parametrize("path", PER_RUN, ids=lambda p: p.stem)
 def test_per_run_query_says_how_to_call_it(path: Path) -> None:
-    head = path.read_text(encoding="utf-8").split("\\if", 1)[0]
+    head = path.read_text(encoding="utf-8").split("\\ir ", 1)[0]
     assert f"-v run_id=RUN_ID -f sql/queries/{path.name}" in head
     assert "without -v run_id=...: the latest run" in head
 

@@ -84,10 +84,11 @@ def format_exact(value: Fraction) -> str:
 
 
 def _exact_link(lhs: _Side, rhs: _Side, rel: str) -> bool:
-    """Whether a link between two expressions (`(7 - -7 * 4) = (7 - 28)`) is judged: both sides
+    """Whether a link to an expression or a bracketed number (`(7 - -7 * 4) = (7 - 28)`,
+    `= (41)`) is judged: both sides
     computed, "=" (not ≈), and exact arithmetic only (no decimals, percents or rounded
     literals, where a rewritten side may legitimately be rounded)."""
-    return (rel.strip() == "=" and rhs.parsed.operators > 0
+    return (rel.strip() == "="
             and not (lhs.parsed.percent or rhs.parsed.percent)
             and lhs.parsed.uncertainty == 0 and rhs.parsed.uncertainty == 0
             and "." not in lhs.text and "." not in rhs.text)

@@ -123,6 +123,35 @@ async def test_dead_endpoint_fails_preflight_fast() -> None:
     await client.aclose()
 
 
+async def test_a_call_that_never_connected_costs_no_prompt_tokens() -> None:
+    """Connection refused: nothing reached the server, so no prompt was processed; the ledger
+    must not count the prompt as sent (a call that reached it and then failed still does)."""
+    client = client_for(f"http://127.0.0.1:{closed_port()}/v1", max_retries=1)
+    stats = CallStats()
+    with pytest.raises(EndpointError) as err:
+        async with client.stream(ChatRequest(MESSAGES, max_tokens=5, temperature=0),
+                                 stats=stats):
+            pass
+    assert "never reached the server, 2 attempts" in err.value.message
+    assert (stats.prompt_tokens, stats.completion_tokens, stats.reached_server) == (None, 0, False)
+    assert stats.attempts == 2
+    await client.aclose()
+
+
+async def test_a_call_that_reached_the_server_keeps_its_prompt_estimate(
+        fake: FakeEndpoint) -> None:
+    fake.reset(first_delay=3.0)
+    client = client_for(fake.base_url, max_retries=0,
+                        timeouts={"connect": 2, "first_token": 0.5, "idle": 0.5, "total": 10})
+    stats = CallStats()
+    with pytest.raises(EndpointError):
+        async with client.stream(ChatRequest(MESSAGES, max_tokens=5, temperature=0),
+                                 stats=stats):
+            pass
+    assert stats.reached_server and stats.prompt_tokens and stats.prompt_tokens > 0
+    await client.aclose()
+
+
 @pytest.mark.parametrize(("script", "fragment"), [
     ({"first_delay": 3.0}, "no first token"),
     ({"stall_after": 2}, "idle timeout"),
