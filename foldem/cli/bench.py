@@ -153,8 +153,28 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
     return 0 if s["kept_equal_to_posthoc"] and s["server_tokens_match"] else 1
 
 
+def cmd_bench_live(args: argparse.Namespace) -> int:
+    from tasks.bench.live_bench import BenchLiveSettings, run_bench_live
+
+    settings = BenchLiveSettings(
+        out_dir=Path(args.out), prompts=args.prompts, samples=args.samples, mode=args.mode,
+        slots=args.slots, threads=args.threads, max_tokens=args.max_tokens,
+        job_path=Path(args.job) if args.job else None)
+    s = run_bench_live(settings)
+    a = s["tokens_after_abort"]
+    print(f"{s['samples']} samples, {s['mode']} mode: tokens {s['tokens_full']:,} "
+          f"generate-then-filter, {s['tokens_msifr']:,} in flight "
+          f"({(s['token_reduction'] or 0):.1%} fewer); server {s['server_tokens_full']:,} / "
+          f"{s['server_tokens_msifr']:,}; after the hang-up {a['total']} over "
+          f"{a['aborted_calls']} aborted calls (max {a['max']}); ledger + after-abort = server: "
+          f"{s['ledger_equals_server']}; kept equal to post-hoc: {s['kept_equal_to_posthoc']}; "
+          f"{s['elapsed_seconds']} s")
+    print(f"summary, runs and report written to {args.out}")
+    return 0 if s["kept_equal_to_posthoc"] and s["ledger_equals_server"] else 1
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add `bench validators` and `bench replay` to the foldem command."""
+    """Add `bench validators`, `bench replay` and `bench live` to the foldem command."""
     bench = subparsers.add_parser("bench", help="measure parts of foldem on recorded traces")
     group = bench.add_subparsers(dest="bench_command", metavar="COMMAND", required=True)
     val = group.add_parser(
@@ -225,3 +245,34 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
                      "options below). Measures what in-flight judging can capture, not a model")
     add_judge_noise_args(rep)
     rep.set_defaults(func=cmd_bench_replay)
+    _register_live(group)
+
+
+def _register_live(group: argparse._SubParsersAction) -> None:
+    from tasks.bench.live_bench import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS, DEFAULT_SLOTS
+
+    live = group.add_parser(
+        "live", help="in flight vs generate-then-filter against llama.cpp on this CPU",
+        description="Run the same GSM8K test prompts against llama.cpp's server on the bundled "
+        "SmolLM2-135M-Instruct twice, in flight and generated in full then filtered, through "
+        "the real path (ledger in Postgres), and check the ledger against the server's own "
+        "token counters. Writes summary.json, runs.json, report.md and charts to --out.")
+    live.add_argument("--out", required=True, metavar="DIR", help="where the figures go")
+    live.add_argument("--prompts", type=_positive, default=DEFAULT_PROMPTS, metavar="N",
+                      help=f"GSM8K test prompts (default {DEFAULT_PROMPTS})")
+    live.add_argument("--samples", type=_positive, default=1, metavar="K",
+                      help="samples per prompt, seeded by their index (default 1)")
+    live.add_argument("--mode", choices=("exact", "parallel"), default="exact",
+                      help="exact: one slot, no prompt-cache reuse, reproducible texts, the "
+                      "server's count per call; parallel: --slots slots, batched (default exact)")
+    live.add_argument("--slots", type=_positive, default=DEFAULT_SLOTS, metavar="N",
+                      help=f"server slots and client streams in parallel mode (default "
+                      f"{DEFAULT_SLOTS})")
+    live.add_argument("--threads", type=_positive, default=1, metavar="N",
+                      help="server CPU threads (default 1: the client shares the cores)")
+    live.add_argument("--max-tokens", type=_positive, default=DEFAULT_MAX_TOKENS, metavar="N",
+                      help=f"completion cap per sample (default {DEFAULT_MAX_TOKENS})")
+    live.add_argument("--job", metavar="JOB.yaml", help="measure this job's solve stage "
+                      "(e.g. examples/live-gsm8k.yaml; early exit off) instead of the built-in "
+                      "one (the default validator set)")
+    live.set_defaults(func=cmd_bench_live)

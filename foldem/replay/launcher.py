@@ -22,6 +22,7 @@ from types import TracebackType
 import httpx
 
 from foldem.core.errors import FoldemError
+from foldem.core.processes import stop_process
 from foldem.replay.judge import JudgeNoise
 from foldem.replay.protocol import ReplayStats
 
@@ -150,13 +151,7 @@ class ReplayServer:
             self._http.close()
             self._http = None
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process)
         self.port = None
         self._workdir.cleanup()
 

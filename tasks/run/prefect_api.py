@@ -27,6 +27,7 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from foldem.core.errors import ConfigError
+from foldem.core.processes import stop_process
 
 _PR_SET_PDEATHSIG = 1
 DEFAULT_STARTUP_TIMEOUT_S = 120.0  # the first start on a new Prefect home takes ~20 s
@@ -58,17 +59,6 @@ def _startup_timeout() -> float:
         return max(float(raw), 1.0) if raw else DEFAULT_STARTUP_TIMEOUT_S
     except ValueError:
         return DEFAULT_STARTUP_TIMEOUT_S
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wait_healthy(proc: subprocess.Popen[bytes], api_url: str, timeout: float) -> None:
@@ -119,7 +109,7 @@ def prefect_api() -> Iterator[PrefectApi]:
             finally:
                 _flush_to_api()
     finally:
-        _stop(proc)
+        stop_process(proc, grace_seconds=10)
 
 
 def _flush_to_api(timeout: float = 10.0) -> None:

@@ -6,7 +6,7 @@ optional removal of GSM8K calculator markup."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,22 +49,6 @@ def traced_run(pg_url: str) -> str:
                                _sample("p2", 0, "code-davinci-002"),
                                _sample("p2", 1, "x", "rejected")],
                       prefix="trace", spec=SPEC, spec_hash="hash-t", code_version="0.1.0+abc")
-
-
-@pytest.fixture(scope="module")
-def load_dataset(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Any]]:
-    home = tmp_path_factory.mktemp("hf-home")
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in (("HF_DATASETS_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"),
-                            ("HF_HOME", str(home))):
-            env.setenv(name, value)
-        import datasets
-
-        def load(kind: str, path: Path) -> Any:
-            return datasets.load_dataset(kind, data_files=str(path), split="train",
-                                         cache_dir=str(home / "cache"))
-
-        yield load
 
 
 @pytest.mark.parametrize("name", ["chat.jsonl", "chat.parquet"])
