@@ -46,10 +46,10 @@ os.environ.setdefault("DO_NOT_TRACK", "1")
 
 TEST_DATABASE_ENV = "FOLDEM_TEST_DATABASE_URL"
 
-#: Fixtures that start a server process (embedded Postgres, a Prefect server, a replay endpoint):
-#: a test that uses one, however indirectly, is marked `integration`.
+#: Fixtures that start a server (embedded Postgres, a Prefect server, a replay endpoint, the
+#: local model of tests/live): a test that uses one, however indirectly, is marked `integration`.
 INTEGRATION_FIXTURES = frozenset({"pg_url", "db_session", "prefect_api", "fresh_state_dir",
-                                  "replay_launcher"})
+                                  "replay_launcher", "local_model"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -194,6 +194,10 @@ class EndpointClient:
                     raise EndpointError(ep.name, f"HTTP {exc.status_code}: {exc.message}",
                                         status=exc.status_code, retryable=retryable) from None
                 delay = _retry_after(exc) or _backoff(attempt)
+            except asyncio.CancelledError:
+                if response is not None:  # waiting for the first token: hang up now
+                    await response.close()
+                raise
             except (TimeoutError, openai.APIConnectionError, httpx.HTTPError, httpx2.HTTPError,
                     OSError, EndpointError) as exc:
                 if response is not None:
@@ -241,6 +245,11 @@ class EndpointClient:
                     try:
                         yield call
                         await call.drain()
+                    except asyncio.CancelledError:
+                        # Interrupted (Ctrl-C): hang up as for an abort and count what the
+                        # server sent before it knew, so the interrupted row is what it cost.
+                        await call.drain()
+                        raise
                     finally:
                         await call.close()  # explicit: the server must see the hang-up now
                         call.finalize()

@@ -13,9 +13,10 @@ once per stage from the job's `in_flight`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import string
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from foldem.core.errors import EndpointError
@@ -130,9 +131,12 @@ class Engine:
             log.warning("%s; samples that reach this stage fail, with no call sent", exc.message)
 
     async def run_stage(self, stage: Stage, fields: Mapping[str, str],
-                        ctx: ProblemContext, seed: int | None) -> StageOutcome:
+                        ctx: ProblemContext, seed: int | None,
+                        outcome: StageOutcome | None = None) -> StageOutcome:
+        """The stage's call, judged. `outcome` (filled in as the call goes) is the caller's,
+        for the calls already sent when the stage is cancelled."""
         assert self.router is not None  # set in __post_init__
-        outcome = StageOutcome(text="", stats=CallStats())
+        outcome = outcome if outcome is not None else StageOutcome(text="", stats=CallStats())
         try:
             judging = self._judging(stage, ctx)
         except ValidatorStartError as exc:  # judged as configured or not at all: fail it
@@ -166,21 +170,28 @@ class Engine:
             outcome.error = outcome.stats.error = judging.error
         return outcome
 
-    def ledger_entries(self, item: WorkItem, stage: Stage, out: StageOutcome) -> list[LedgerEntry]:
+    def ledger_entries(self, item: WorkItem, stage: Stage, out: StageOutcome, *,
+                       interrupted: bool = False) -> list[LedgerEntry]:
         """One row per endpoint the stage's call went to, and per endpoint each of its step
-        judgements went to."""
+        judgements went to. `interrupted`: the stage was cut by an interrupt."""
         site = CallSite(self.run_id, item, stage.name)
-        reason: AbortReason | None = None
-        if out.aborted and out.decision is not None:
+        reason: AbortReason | None = AbortReason.INTERRUPTED if interrupted else None
+        if out.aborted and out.decision is not None and not interrupted:
             reason = (AbortReason.REJECTED if out.decision.action is Action.REJECT
                       else AbortReason.EARLY_EXIT)
-        rows = (generation_rows(site, out.attempts, aborted=out.aborted, abort_reason=reason,
+        rows = (generation_rows(site, out.attempts, aborted=out.aborted or interrupted,
+                                abort_reason=reason,
                                 expected_tokens=stage.expected_tokens)
                 + judgement_rows(site, out.judgements))
         self.session_completion_tokens += sum(r.completion_tokens for r in rows)
         return rows
 
-    async def run_sample(self, item: WorkItem) -> SampleResult:
+    async def run_sample(self, item: WorkItem, *,
+                         on_interrupt: Callable[[SampleResult], None] | None = None
+                         ) -> SampleResult:
+        """The sample through its stages. Cancelled (Ctrl-C), it hands `on_interrupt` the
+        sample marked `interrupted` with the ledger rows of every call it sent, the one cut
+        short included: they cost tokens, and are written though the sample is not."""
         prompt = item.prompt
         fields = {"problem": prompt.text, "seed": prompt.text,
                   "reference": prompt.reference_answer or "", "solution": ""}
@@ -192,7 +203,17 @@ class Engine:
             ctx = ProblemContext(problem=fields["problem"], stage=stage.kind,
                                  reference_answer=prompt.reference_answer,
                                  expected_tokens=stage.expected_tokens)
-            out = await self.run_stage(stage, fields, ctx, seed)
+            out = StageOutcome(text="", stats=CallStats())
+            try:
+                await self.run_stage(stage, fields, ctx, seed, out)
+            except asyncio.CancelledError:
+                if on_interrupt is not None:
+                    result.ledger.extend(self.ledger_entries(item, stage, out,
+                                                             interrupted=True))
+                    result.status, result.error = SampleStatus.FAILED, "interrupted"
+                    result.interrupted = True
+                    on_interrupt(result)
+                raise
             # every call made (even a failed one) goes in the ledger
             result.ledger.extend(self.ledger_entries(item, stage, out))
             result.stages.append(StageText(stage=stage.name, text=out.text, aborted=out.aborted,

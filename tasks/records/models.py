@@ -133,6 +133,9 @@ class SampleResult(_Model):
     rejection: RejectionRecord | None = None
     error: str | None = None
     ledger: list[LedgerEntry] = Field(default_factory=list)
+    #: Cut by an interrupt (Ctrl-C) before it was final: only its ledger rows are written (its
+    #: calls cost tokens); the sample is not, and is generated again on resume.
+    interrupted: bool = False
 
 
 class EndpointFigures(_Model):

@@ -1,7 +1,9 @@
 """Process one shard: its samples run concurrently; results are written in batches.
 
 Nothing is lost on a crash beyond the samples still in flight: each finished sample is written
-(sample, rejection and ledger rows in one transaction) within `flush_seconds`. A re-run skips
+(sample, rejection and ledger rows in one transaction) within `flush_seconds`. On an interrupt
+(Ctrl-C cancels the shard) the samples in flight are cancelled and the ledger rows of the calls
+they sent, cut short, are written with the last batch: the tokens were paid for. A re-run skips
 samples already in a final state, so a retried shard resumes instead of duplicating.
 
 A database that goes away for a moment (a restart, a failover) is waited for: a batch that
@@ -47,6 +49,10 @@ class ResultWriter:
         self._lock = asyncio.Lock()
         self.written = 0
         self.retried = 0  # failed writes that were tried again
+
+    def keep(self, result: SampleResult) -> None:
+        """Buffer without writing now (the next flush writes it)."""
+        self._buffer.append(result)
 
     async def add(self, result: SampleResult) -> None:
         self._buffer.append(result)
@@ -96,7 +102,9 @@ async def process_items(engine: Engine, items: Sequence[WorkItem], *, save: Save
     results: list[SampleResult] = []
 
     async def one(item: WorkItem) -> None:
-        result = await engine.run_sample(item)
+        # Cut by Ctrl-C: its calls' ledger rows are kept, for the flush below (the sample is
+        # generated again on resume; the tokens it cost are not paid twice in the ledger).
+        result = await engine.run_sample(item, on_interrupt=writer.keep)
         results.append(result)
         if board is not None:
             board.record(result)

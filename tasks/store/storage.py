@@ -184,13 +184,15 @@ def save_results(session: Session, *, results: Sequence[SampleResult]) -> int:
     """
     if not results:
         return 0
+    ledger_rows = [entry.model_dump(mode="json") for r in results for entry in r.ledger]
+    results = [r for r in results if not r.interrupted]  # of those, only the calls are kept
     # Every status the CHECK constraint allows is final, so "do not overwrite a final sample"
     # is ON CONFLICT DO NOTHING; RETURNING tells which samples this call actually wrote.
     inserted = {
         (row.run_id, row.prompt_id, row.sample_index)
         for row in session.execute(_INSERT_SAMPLES,
                                    {"rows": _rows_json([_sample_row(r) for r in results])})
-    }
+    } if results else set()
     rejection_rows = [
         {"run_id": r.run_id, "prompt_id": r.prompt_id, "sample_index": r.sample_index,
          **r.rejection.model_dump(mode="json")}
@@ -199,7 +201,6 @@ def save_results(session: Session, *, results: Sequence[SampleResult]) -> int:
     ]
     if rejection_rows:
         session.execute(_INSERT_REJECTIONS, {"rows": _rows_json(rejection_rows)})
-    ledger_rows = [entry.model_dump(mode="json") for r in results for entry in r.ledger]
     if ledger_rows:
         session.execute(_INSERT_LEDGER, {"rows": _rows_json(ledger_rows)})
     return len(inserted)

@@ -118,7 +118,7 @@ CONTRACT_BREAKS = [
     (f"{PKG}.broken.AbstractOpen", "does not implement open"),
     (f"{PKG}.no_such_module.Thing", "cannot import"),
     (f"{PKG}.shouting.NoSuchClass", "has no 'NoSuchClass'"),
-    ("no_such_validator", "unknown validator; known: "),
+    ("no_such_validator", "unknown validator 'no_such_validator'; known: "),
 ]
 
 

@@ -12,7 +12,9 @@ arithmetic: the left side parses completely (safe_math) with at least one operat
 at a clean boundary (not glued to a letter or symbol as in `f(2)`, `a_1`, `3:30`; not the tail
 of an operator word as in `choose (4 - 1)`, `half of 10 + 4`), and the right side is a plain
 number or simple fraction not followed by anything that changes its meaning (`million`, `!`,
-`²`, `:30`, `pm`, `choose`). Steps about modular or other-base arithmetic are skipped. Rounded
+`²`, `:30`, `pm`, `choose`). In a chain that computes a number (`= (7 - 28) = (60 * (-21))
+= -1260`) each link between two expressions is judged too, with exact arithmetic only (see
+`_exact_link`). Steps about modular or other-base arithmetic are skipped. Rounded
 results are accepted within the precision they are written in (see safe_math.agrees).
 Finding the equations and their cleanly bounded sides is validators/lib/equations.py; this module
 checks that they hold.
@@ -184,14 +186,17 @@ class EquationChecker:
                 sides.append(_last_side(text, a, b))
             else:
                 sides.append(_side(text[a:b]))
+        # A chain that computes a number step by step (`= (7 - 28) = (60 * (-21)) = -1260`):
+        # every link is judged, also between two expressions. A lone `10 - 2 = 5 + 4` is not.
+        computes = (len(sides) >= 3 and sides[-1] is not None and not sides[-1].parsed.operators
+                    and _ends(text, pieces[-1][1]))
         for k in range(len(sides) - 1):
             lhs, rhs = sides[k], sides[k + 1]
             if lhs is None or rhs is None or not lhs.parsed.operators:
                 continue
             rel = rels[k].group()
             if not rhs.parsed.plain:
-                last = k + 1 == len(pieces) - 1
-                if not _exact_link(lhs, rhs, rel) or (last and not _ends(text, pieces[k + 1][1])):
+                if not (computes and _exact_link(lhs, rhs, rel)):
                     continue
                 budget[0] -= 1
                 if budget[0] < 0:

@@ -4,8 +4,10 @@ Three signals, each over new text only, with bounded memory:
 
 - a step repeated: the same step (case and spacing ignored) `max_step_repeats` times, or the same
   step with a word or two changed but the very same numbers ("For the first glass ... 2.5", "For
-  the second glass ... 2.5") `max_near_repeats` times. Steps whose numbers change (an
-  enumeration: day 1, day 2, ...) make progress and are left to length_budget;
+  the second glass ... 2.5") `max_near_repeats` times, with the words in the same order. Steps
+  whose numbers change (an enumeration: day 1, day 2, ...) or whose words move around (a state
+  written out at each step: "first is the raven, then second is the quail") make progress and
+  are left to length_budget;
 - a phrase looping inside the text: one `ngram`-word sequence `max_ngram_repeats` times within
   the last `window_words` words (rolling hashes; also catches loops inside one long paragraph);
 - a degenerate character run: a unit of up to 10 characters repeated over `min_run_chars`

@@ -37,7 +37,7 @@ _LATEX_SPACING = re.compile(r"\\[,;:! ()\[\]]|\\q?quad\b|\\(?:left|right)\b|~")
 _VARIABLE_PREFIX = re.compile(r"^[a-zA-Z]\s*=\s*(?=[^=])")
 _UNIT = r"[a-zA-Z]+\.?(?:\^\{?\d\}?)?"
 _NUMBER_THEN_WORDS = re.compile(  # "12 tomatoes", "5 cm^2", "18 dollars per day"
-    rf"^(?P<num>[^a-zA-Z\\]*\d[^a-zA-Z\\]*?)\s*(?:{_UNIT}\s*){{1,6}}$")
+    rf"^(?P<num>[^a-zA-Z\\]*\d[^a-zA-Z\\]*?)\s*{_UNIT}(?:\s+{_UNIT}){{0,5}}\s*$")
 _UNICODE_MINUS = str.maketrans({"−": "-", "–": "-", "\u00a0": " ", "\u2009": " ",
                                 "\u202f": " "})
 _INEQUALITY = re.compile(r"[<>!]=|\\(?:le|ge|ne|leq|geq|neq)\b")
@@ -48,7 +48,7 @@ _PARENTHESISED_WORD = re.compile(r"^\((\w+)\)$")
 _PHANTOM = re.compile(r"\\phantom\s*\{[^{}]*\}")
 _WS = re.compile(r"\s+")
 _SPACE_AROUND_PUNCT = re.compile(r"\s*([,;=()\[\]{}+*/^-])\s*")
-_PLAIN = re.compile(r"^-?\d+(?:/\d+)?$|^[a-z]+(?:[ ,][a-z']+)*$", re.ASCII)
+_PLAIN = re.compile(r"^-?\d+(?:/\d+)?$|^[a-z][a-z'-]*(?:(?:, ?| )[a-z][a-z'-]*)*$", re.ASCII)
 
 
 def _strip_wrappers(s: str) -> str:

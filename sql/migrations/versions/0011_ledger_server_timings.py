@@ -1,6 +1,4 @@
-"""Ledger: a count may come from llama.cpp's per-token timings (`count_source =
-'server_timings'`), and a stream may be cut because the run was interrupted (`abort_reason =
-'interrupted'`, Ctrl-C: the sample is generated again on resume, its calls were paid for).
+"""A ledger count may come from llama.cpp's per-token timings: `count_source = 'server_timings'`.
 
 Revision ID: 0011
 Revises: 0010
@@ -31,10 +29,6 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM ledger WHERE abort_reason = 'interrupted'")
-    op.drop_constraint("ck_ledger_abort_reason", "ledger", type_="check")
-    op.create_check_constraint("ck_ledger_abort_reason", "ledger",
-                               "abort_reason IS NULL OR abort_reason IN ('rejected', 'early_exit')")
     # Counted by the server either way: the closest of the old values.
     op.execute("UPDATE ledger SET count_source = 'server_usage' "
                "WHERE count_source = 'server_timings'")

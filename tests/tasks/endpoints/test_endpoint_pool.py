@@ -275,6 +275,53 @@ async def test_all_down_waits_for_recovery_then_fails_with_a_reason(
     assert "a: HTTP 500" in (gave_up.error or "")
 
 
+PAUSING = {"failures_to_trip": 2, "cooldown_seconds": 0.3, "max_cooldown_seconds": 0.6}
+
+
+async def test_a_dead_endpoint_pauses_the_work_until_it_is_back(
+        fake_a: FakeEndpoint, caplog: pytest.LogCaptureFixture) -> None:
+    """A stage with one endpoint: once its breaker trips, new calls wait for the trial call
+    instead of each failing its retries; the endpoint comes back and the queue goes on."""
+    fake_a.reset(tokens=SOLUTION, statuses=[500] * 1000)
+    job = make_job([endpoint("only", fake_a.base_url, max_retries=0,
+                             breaker=PAUSING | {"max_pause_seconds": 20})])
+    engine = engine_for(job)
+    tripped = [await engine.run_sample(item(i)) for i in range(2)]  # their failures trip it
+    assert all(r.status == "failed" for r in tripped)
+    assert engine.breaker_trips() == {"only": 1}
+    caplog.set_level("WARNING", logger="foldem.endpoints")
+    queued = [asyncio.create_task(engine.run_sample(item(10 + i))) for i in range(8)]
+    await asyncio.sleep(1.2)  # down: only trial calls reach it, one at a time
+    assert not any(t.done() for t in queued)
+    trials = len(fake_a.seen.requests) - 2
+    assert 1 <= trials <= 4
+    fake_a.reset(tokens=SOLUTION)  # back
+    results = await asyncio.gather(*queued)
+    assert [r.status for r in results] == ["accepted"] * 8
+    messages = [r.getMessage() for r in caplog.records]
+    started = [m for m in messages if "calls to it are paused" in m]
+    assert len(started) == 1 and "endpoint only down since" in started[0]
+    ended = [m for m in messages if "is back after" in m]
+    assert len(ended) == 1 and "8 calls waited" in ended[0]
+
+
+async def test_an_endpoint_down_past_max_pause_fails_the_waiting_samples(
+        fake_a: FakeEndpoint) -> None:
+    fake_a.reset(tokens=SOLUTION, statuses=[500] * 1000)
+    job = make_job([endpoint("only", fake_a.base_url, max_retries=0,
+                             breaker=PAUSING | {"max_pause_seconds": 1.5})])
+    engine = engine_for(job)
+    for i in range(2):
+        await engine.run_sample(item(i))
+    started = time.monotonic()
+    results = await asyncio.gather(*(engine.run_sample(item(10 + i)) for i in range(6)))
+    assert 0.8 < time.monotonic() - started < 6  # paused, then gave up at the bound
+    assert all(r.status == "failed" for r in results)
+    error = results[0].error or ""
+    assert "only: HTTP 500" in error and "down since" in error and "max_pause_seconds" in error
+    assert len(fake_a.seen.requests) - 2 <= 6  # trials only, not every sample's retries
+
+
 async def test_malformed_request_neither_moves_nor_trips(fake_a: FakeEndpoint,
                                                          fake_b: FakeEndpoint) -> None:
     fake_a.reset(tokens=SOLUTION, statuses=[400] * 5)

@@ -151,6 +151,7 @@ def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
     job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
                                               name="ctrlc", streams=4))
     url = ensure_embedded_postgres(fresh_state_dir)
+    replay.reset_stats()  # what the endpoint sent in the two sessions of this test
     proc = foldem_run(job, run_id, tmp_path, fresh_state_dir, start_new_session=True,
                       preexec_fn=_sigint_default)
     deadline = time.monotonic() + 180
@@ -167,6 +168,11 @@ def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
     before = read_run(url, run_id)
     assert _run_status(url, run_id) == "interrupted"
     assert len(before.samples) < PROMPTS * SAMPLES
+    # The calls cut by Ctrl-C cost tokens: their rows are written, their samples are not.
+    cut = [r for r in before.ledger if r.abort_reason == "interrupted"]
+    assert cut and all(r.aborted for r in cut), out[-6000:]
+    written = {(s.prompt_id, s.sample_index) for s in before.samples}
+    assert not {(r.prompt_id, r.sample_index) for r in cut} & written
 
     again = foldem_run(job, run_id, tmp_path, fresh_state_dir)
     out, _ = again.communicate(timeout=300)
@@ -174,3 +180,5 @@ def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
     after = read_run(url, run_id)
     assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
     assert _run_status(url, run_id) == "completed"
+    # Both sessions' ledger, the interrupted rows included, is what the endpoint sent.
+    assert_ledger_matches(after, replay.stats())
