@@ -3,7 +3,8 @@
 Rules tuned on some trace files may fit their wording; this measures the default set on each
 file as if it had never been seen. For each file in turn: every tunable threshold in `TUNABLE`
 is chosen on the *other* files (the value with the fewest false rejections there, process and
-outcome, ties to the more sensitive value), then the set with those thresholds is measured on
+outcome; on a tie the configured value stays, as the other files give no reason to move it, else
+the more sensitive value), then the set with those thresholds is measured on
 the held-out file. A validator without a tunable threshold has nothing to fit beyond its rules,
 so its held-out figures are its figures on that file.
 
@@ -20,6 +21,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from tasks.bench.validator_figures import BenchSettings, ValidatorFigures
+from validators.registry import build
 
 #: validator -> (param, candidate values, the more sensitive first)
 TUNABLE: dict[str, tuple[str, tuple[Any, ...]]] = {
@@ -75,6 +77,8 @@ def leave_one_out(settings: BenchSettings, trace_files: Sequence[Path | str]
     paths = [Path(p) for p in trace_files]
     names = {v.name for v in settings.validators}
     grid = [(n, p, vals) for n, (p, vals) in TUNABLE.items() if n in names]
+    params = {v.name: v.params for v in settings.validators}
+    defaults = {n: getattr(build(n, params[n]).params, p) for n, p, _ in grid}
     # One candidate setting per value of each tunable (tuned one at a time, others at default).
     candidates: list[dict[str, dict[str, Any]]] = [{}]
     candidates += [{n: {p: val}} for n, p, vals in grid for val in vals]
@@ -85,10 +89,12 @@ def leave_one_out(settings: BenchSettings, trace_files: Sequence[Path | str]
         others = [k for k in range(len(paths)) if k != j]
         chosen: dict[str, dict[str, Any]] = {}
         for n, p, vals in grid:
-            scored = [(_errors([rows[(i, k)] for k in others]), vals.index(c[n][p]), i)
+            default = defaults[n]
+            scored = [(_errors([rows[(i, k)] for k in others]), c[n][p] != default,
+                       vals.index(c[n][p]), i)
                       for i, c in enumerate(candidates) if n in c]
             if scored and others:
-                chosen[n] = candidates[min(scored)[2]][n]
+                chosen[n] = candidates[min(scored)[3]][n]
         row = _set_row(_with(settings, chosen), path) if chosen else rows[(0, j)]
         out.append(HeldOutFigures(
             file=path.name, traces=row.traces, tuned=chosen, clean=row.clean,

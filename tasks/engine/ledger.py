@@ -2,6 +2,9 @@
 
 A call that moved to another endpoint before its first token has an attempt per endpoint tried
 (tasks/endpoints/pool.py); an attempt that never sent a request costs nothing and has no row.
+One whose requests were sent but never reached the server (connection refused, DNS, connect
+timeout) has a row with its error, no prompt tokens (None) and no completion tokens: it shows in
+the endpoint's error figures and costs nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ def ledger_row(site: CallSite, attempt: CallAttempt, *, call_kind: CallKind = Ca
                aborted: bool = False, abort_reason: AbortReason | None = None,
                expected_tokens: int | None = None) -> LedgerEntry:
     """One endpoint's part of a call. An aborted call saved what it would still have cost up
-    to the stage's expected length."""
+    to the stage's expected length; one cut by an interrupt saved nothing (its sample is
+    generated again on resume)."""
     st = attempt.stats
-    saved = max(0, expected_tokens - st.completion_tokens) if aborted and expected_tokens else 0
+    saving = aborted and abort_reason is not AbortReason.INTERRUPTED and expected_tokens
+    saved = max(0, expected_tokens - st.completion_tokens) if saving and expected_tokens else 0
     return LedgerEntry(
         run_id=site.run_id, prompt_id=site.item.prompt.prompt_id,
         sample_index=site.item.sample_index, stage=site.stage, call_kind=call_kind,

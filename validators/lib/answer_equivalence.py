@@ -41,6 +41,7 @@ _ALLOWED_COMMANDS = frozenset(
 # ASCII math only, with a digit or a command: prose and stray symbols are not compared.
 _MATHLIKE = re.compile(r"[0-9a-zA-Z\\{}()\[\]^_+\-*/.,=<>|%$! ']+")
 _HAS_MATH = re.compile(r"\d|\\[a-zA-Z]")
+_DOUBLE_OPERATOR = re.compile(r"[+*/^=<>][ ]*[+*/^=]|\^[ ]*-|--")  # junk, not an answer
 _COMMAND = re.compile(r"\\([a-zA-Z]+)")
 _EXPONENT = re.compile(r"(\d*)\s*\^\s*(\{|\\?[a-zA-Z0-9.]+)")
 # An exponent: one digit, 10-12, a letter, or minus one of those; 10^k with k up to 99.
@@ -50,6 +51,8 @@ _FACTORIAL = re.compile(r"(\d+)\s*!")
 
 
 def _depth(s: str) -> int:
+    """Bracket nesting depth of `s`, or a depth over the limit when the brackets do not
+    balance (counted together: an interval `[0, 1)` balances)."""
     depth = worst = 0
     for ch in s:
         if ch in "({[":
@@ -57,7 +60,9 @@ def _depth(s: str) -> int:
             worst = max(worst, depth)
         elif ch in ")}]":
             depth -= 1
-    return worst
+            if depth < 0:
+                return MAX_DEPTH + 1
+    return worst if depth == 0 else MAX_DEPTH + 1
 
 
 def _tame_exponent(s: str, m: re.Match[str]) -> bool:
@@ -74,7 +79,7 @@ def safe_to_parse(s: str) -> bool:
     """The prefilter: whether `s` is small and tame enough for math-verify's parser."""
     if not s or len(s) > MAX_CHARS or not _MATHLIKE.fullmatch(s) or not _HAS_MATH.search(s):
         return False
-    if _LONG_NUMBER.search(s) or _depth(s) > MAX_DEPTH:
+    if _LONG_NUMBER.search(s) or _depth(s) > MAX_DEPTH or _DOUBLE_OPERATOR.search(s):
         return False
     if any(c not in _ALLOWED_COMMANDS for c in _COMMAND.findall(s)):
         return False

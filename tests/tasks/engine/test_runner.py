@@ -46,6 +46,29 @@ SOLVE = {"name": "solve", "template": "{problem}", "expected_tokens": 100,
          "validators": [{"name": "arithmetic"}, {"name": "final_answer"}]}
 
 
+async def test_a_cancelled_sample_hands_over_the_ledger_rows_of_its_calls(
+        fake: FakeEndpoint) -> None:
+    """Ctrl-C cancels the samples in flight: the sample is not final, but the call it was
+    streaming cost tokens, so its row (cut short, `interrupted`, nothing saved) is handed over
+    to be written."""
+    fake.reset(tokens=RAMBLING, pace=0.02, usage="continuous")
+    job = make_job(fake.base_url, [SOLVE])
+    cut: list[Any] = []
+    task = asyncio.create_task(engine_for(job, fake.base_url).run_sample(
+        item(), on_interrupt=cut.append))
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (result,) = cut
+    assert result.interrupted and result.status == "failed"
+    (entry,) = result.ledger
+    assert entry.aborted and entry.abort_reason == "interrupted"
+    assert entry.tokens_saved == 0 and entry.count_source == "server_usage"
+    assert 0 < entry.completion_tokens < len(RAMBLING)
+    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
+
+
 def test_render_fills_only_named_fields() -> None:
     job = make_job("http://x", [{**SOLVE, "system": "Be brief.",
                                  "template": "Q: {problem}\nRef: {reference}"}])
