@@ -26,6 +26,17 @@ class NoParams(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Tunable:
+    """The one numeric param of a validator that trades recall for false rejections, and the
+    values worth trying, the most sensitive (most firings) first. Calibration on labelled
+    traces (`foldem bench calibrate`) picks the most sensitive value within a budget; a short
+    declared ladder, not a search, so a small sample cannot fit noise between close values."""
+
+    param: str
+    values: tuple[int | float, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class ProblemContext:
     """What a validator may know about the sample besides the streamed text."""
 
@@ -101,6 +112,8 @@ class Validator(ABC):
     #: Every reason code its faults can carry (the quality gate checks stored codes against
     #: the union of these).
     reason_codes: ClassVar[frozenset[str]] = frozenset()
+    #: Its threshold-like param, if it has one (see `Tunable`).
+    tunable: ClassVar[Tunable | None] = None
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()

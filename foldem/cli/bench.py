@@ -206,6 +206,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "other files, process and outcome false rejections on this one (a table, "
                      "and 'leave_one_out' in --json)")
     val.set_defaults(func=cmd_bench_validators)
+    from foldem.cli.calibrate import register_calibrate
+
+    register_calibrate(group)
     _register_replay(group)
 
 

@@ -42,6 +42,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from foldem.spec.job import load_job
 
     job = load_job(args.job)  # a wrong spec fails here, before Prefect or any call starts
+    if any(st.calibration for st in job.stages):  # so do validators over their budget
+        from tasks.bench.calibrate import check_budgets
+
+        check_budgets(job, args.job)
     from tasks.run.prompts import load_prompts
 
     # So does bad prompt data (read again in the flow: a second read is cheap next to a run,

@@ -171,6 +171,23 @@ class Stage(_Strict):
     step_judge: StepJudge | None = Field(
         None, description="solve stages: also have a judge model score the partial solution "
         "at step checkpoints while it streams, and reject (abort) on a low score.")
+    max_false_rejection: float | None = Field(
+        None, gt=0, lt=1, description="The false-rejection budget the stage's validators were "
+        "calibrated to: the largest share of good samples (no wrong step, or a correct answer) "
+        "they may reject. Recorded in the run's spec snapshot; with `calibration`, checked.")
+    calibration: str | None = Field(
+        None, description="Labelled traces (JSONL, the shared trace format) on which `foldem "
+        "run` checks, before any call, that the validators keep within max_false_rejection; "
+        "relative to the spec, or data://...")
+
+    @model_validator(mode="after")
+    def _budget(self) -> Stage:
+        if self.calibration is not None and self.max_false_rejection is None:
+            raise ValueError("calibration needs max_false_rejection (the budget to check)")
+        if self.calibration is not None and self.kind != "solve":
+            raise ValueError("calibration: labelled traces are solutions, so only a 'solve' "
+                             f"stage can be calibrated on them (this one is {self.kind!r})")
+        return self
 
     @field_validator("endpoint")
     @classmethod

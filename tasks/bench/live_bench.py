@@ -159,7 +159,7 @@ def run_bench_live(settings: BenchLiveSettings) -> dict[str, Any]:
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         (out / "runs.json").write_text(json.dumps(details, indent=2) + "\n")
-        write_report(summary, runs["full"], runs["msifr"], out)
+        write_report(summary, out)
     except OSError as exc:
         raise ConfigError(f"cannot write to {out}: {exc.strerror or exc}") from None
     return summary

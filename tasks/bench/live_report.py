@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tasks.bench.live_runs import LiveModeResult
 from tasks.reports.charts import (
     DPI,
     NEUTRAL,
@@ -27,12 +26,12 @@ def _pct(x: float | None) -> str:
 
 def bench_scope(s: dict[str, Any]) -> str:
     """What every chart title names: this benchmark, its mode and its size."""
-    return (f"live SmolLM2-135M, {s['mode']} mode ({s['slots']} slot(s)), "
-            f"{s['samples']} samples")
+    slots = f"{s['slots']} slot" + ("s" if s["slots"] != 1 else "")
+    return f"live SmolLM2-135M, {s['mode']} mode, {slots}, {s['samples']} samples"
 
 
 def _tokens_chart(s: dict[str, Any], scope: str) -> Figure:
-    fig = _figure(6.5, 3.4)
+    fig = _figure(6.5, 3.8)
     ax = fig.add_subplot()
     labels = ["generate then filter", "in-flight rejection"]
     xs = [0, 1]
@@ -47,7 +46,7 @@ def _tokens_chart(s: dict[str, Any], scope: str) -> Figure:
     ax.set_xticks(xs, labels, fontsize=9)
     ax.set_ylabel("completion tokens (model's tokenizer)")
     ax.legend(fontsize=8, frameon=False)
-    _style(ax, f"Tokens, ledger and server — {scope}")
+    _style(ax, f"Tokens, ledger and server\n{scope}")
     return fig
 
 
@@ -55,7 +54,7 @@ def _validators_chart(s: dict[str, Any], scope: str) -> Figure:
     full, msifr = s["per_validator"]["full"], s["per_validator"]["msifr"]
     names = sorted(set(full) | set(msifr), key=lambda n: -(full.get(n, 0) + msifr.get(n, 0)))
     names = names or ["(none)"]
-    fig = _figure(6.5, 0.5 * len(names) + 1.6)
+    fig = _figure(6.5, 0.5 * len(names) + 1.9)
     ax = fig.add_subplot()
     ys = range(len(names))
     h = 0.38
@@ -68,7 +67,7 @@ def _validators_chart(s: dict[str, Any], scope: str) -> Figure:
     ax.invert_yaxis()
     ax.set_xlabel("samples rejected (stage: solve)")
     ax.legend(fontsize=8, frameon=False, loc="lower right")
-    _style(ax, f"Rejections by validator — {scope}", grid="x")
+    _style(ax, f"Rejections by validator\n{scope}", grid="x")
     return fig
 
 
@@ -80,8 +79,7 @@ def _abort_line(a: dict[str, Any]) -> str:
             "several slots: not attributable per call)")
 
 
-def write_report(s: dict[str, Any], full: LiveModeResult, msifr: LiveModeResult,
-                 out: Path) -> list[Path]:
+def write_report(s: dict[str, Any], out: Path) -> list[Path]:
     """Write the charts and report.md into `out`; returns the files written."""
     scope = bench_scope(s)
     charts = {"tokens.png": ("Tokens, ledger and server", _tokens_chart(s, scope)),
@@ -125,7 +123,8 @@ def write_report(s: dict[str, Any], full: LiveModeResult, msifr: LiveModeResult,
     pv = s["per_validator"]
     for name in sorted(set(pv["full"]) | set(pv["msifr"])):
         lines.append(f"| {name} | {pv['full'].get(name, 0)} | {pv['msifr'].get(name, 0)} |")
-    lines += ["", f"Runs: `{full.run_id}`, `{msifr.run_id}`.", "", "## Charts", ""]
+    ids = s["run_ids"]
+    lines += ["", f"Runs: `{ids['full']}`, `{ids['msifr']}`.", "", "## Charts", ""]
     lines += [f"![{title}]({name})" for name, (title, _) in charts.items()]
     (out / "report.md").write_text("\n".join(lines) + "\n")
     return [out / "report.md", *(out / n for n in charts)]

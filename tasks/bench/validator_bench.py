@@ -26,7 +26,7 @@ import gc
 import os
 import statistics
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,26 @@ class _Prepared:
     total: int
 
 
+_PREPARED: dict[tuple[str, int, int, int], list[_Prepared]] = {}
+
+
 def _prepare(path: Path, tokens_per_push: int) -> list[_Prepared]:
+    # Calibration streams one file once per candidate value: tokenize it once (keyed by the
+    # file's identity, so a rewritten file is read again).
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, tokens_per_push)
+    if key not in _PREPARED:
+        _PREPARED.clear()  # one file at a time: bounded memory
+        _PREPARED[key] = _prepare_uncached(path, tokens_per_push)
+    return _PREPARED[key]
+
+
+def forget_prepared() -> None:
+    """Drop the tokenized traces kept for repeated streams (a long run keeps no copy)."""
+    _PREPARED.clear()
+
+
+def _prepare_uncached(path: Path, tokens_per_push: int) -> list[_Prepared]:
     out = []
     for trace in load_traces([path]):
         texts, counts = tokenize_chunks(trace.text)
@@ -147,16 +166,23 @@ class _Streamer:
                 if step is None:
                     step = cp.steps[-1].index if cp.steps else len(p.trace.steps) - 1
                 return _Outcome(step, min(cp.tokens_so_far / max(p.total, 1), 1.0),
-                                (v.reason if v is not None else None) or "low_utility")
-        return _Outcome()
+                                (v.reason if v is not None else None) or "low_utility",
+                                decision.utility)
+        return _Outcome(utility=policy.utility)
 
 
 def _load() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str]) -> BenchReport:
+def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str], *,
+              expected_tokens: int | None = None,
+              on_trace: Callable[[Trace, Mapping[str, _Outcome]], None] | None = None
+              ) -> BenchReport:
     """Stream every trace of `trace_files` through checkpoints and policy (see the module doc).
+
+    `expected_tokens` replaces the file's median (a stage's own setting); `on_trace` receives
+    each trace with the outcome of the set (`COMBINED`) and of each validator alone.
 
     Raises ValidatorLoadError for an unknown validator or bad params, DataNotFoundError /
     InputFormatError for a missing or malformed trace file.
@@ -165,7 +191,9 @@ def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str]) -> Ben
     built: dict[str, tuple[Validator, Mode]] = {}
     for setting in settings.validators:  # keyed by the name its verdicts carry
         validator = build(setting.name, setting.params)
-        key = validator.name if validator.name not in built else setting.name
+        key = validator.name
+        if key in built:  # the same validator twice (calibration: one per candidate value)
+            key = setting.name if setting.name not in built else f"{setting.name}#{len(built)}"
         built[key] = (validator, setting.mode)
     host = Machine(cores=os.cpu_count(), load_average_before=_load())
     names = [*built, COMBINED]
@@ -176,7 +204,8 @@ def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str]) -> Ben
     slowest = SlowestCheckpoint()
     for path in map(Path, trace_files):
         prepared = _prepare(path, settings.tokens_per_push)
-        expected = int(statistics.median(p.total for p in prepared)) if prepared else None
+        expected = expected_tokens or (
+            int(statistics.median(p.total for p in prepared)) if prepared else None)
         streamer = _Streamer(settings, expected)
         per_file = {n: ValidatorFigures(validator=n, scope=path.name, mode=modes.get(n))
                     for n in names}
@@ -194,6 +223,8 @@ def run_bench(settings: BenchSettings, trace_files: Sequence[Path | str]) -> Ben
             checkpoints = list(_checkpoints(streamer.splitter(p.trace), p))
             for name, configured in alone.items():
                 outcomes[name] = streamer.judge(p, configured, checkpoints)
+            if on_trace is not None:
+                on_trace(p.trace, outcomes)
             for name in names:
                 _count(per_file[name], p.trace, outcomes[name])
                 _count(overall[name], p.trace, outcomes[name])

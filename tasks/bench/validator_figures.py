@@ -123,6 +123,7 @@ class _Outcome:
     fired_at_step: int | None = None
     fraction: float | None = None
     reason: str | None = None
+    utility: float = 1.0  # the policy's utility (product of soft scores) when judging ended
 
 
 def _count(fig: ValidatorFigures, trace: Trace, outcome: _Outcome) -> None:

@@ -12,7 +12,13 @@ before the first token (after that a retry would pay for the same tokens twice a
 sample). The per-endpoint semaphore bounds concurrent streams in this process; an optional
 `EndpointLimiter` (tasks/endpoints/limits.py) adds the limits shared across processes. Usage:
 `include_usage` always, and `continuous_usage_stats` when the endpoint accepts it (auto-detected
-once per endpoint).
+once per endpoint); llama.cpp's `timings_per_token` on an endpoint known to be llama.cpp (its
+`server`, `base_url: local`, or a stream seen carrying its `timings`). The endpoint's
+`extra_body` goes in every request.
+
+A call whose requests never reached the server (refused, DNS, connect timeout) keeps
+`prompt_tokens` None: no prompt was processed. Cancelled (Ctrl-C), a stream hangs up as an
+abort does and counts what the server had sent.
 """
 
 from __future__ import annotations
@@ -151,8 +157,8 @@ class EndpointClient:
         body: dict[str, Any] = dict(model=self.endpoint.model, messages=list(request.messages),
                                     stream=True, stream_options=options, **request.sampling())
         extra = copy.deepcopy(self.endpoint.extra_body)
-        if self._timings:
-            extra["timings_per_token"] = True
+        if self._timings:  # llama.cpp: its token count in every chunk (a job's own value wins)
+            extra.setdefault("timings_per_token", True)
         if extra:
             body["extra_body"] = extra
         return body

@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.base import (
+    Checkpoint,
+    ProblemContext,
+    Tunable,
+    Validator,
+    ValidatorSession,
+    Verdict,
+)
 
 
 class LengthBudgetParams(BaseModel):
@@ -22,6 +29,8 @@ class LengthBudget(Validator):
     reason_codes = frozenset({"over_length_budget"})
     description = "Rejects a generation once it exceeds k times the expected number of tokens."
     Params = LengthBudgetParams
+    # Multiples of the expected length: below 1.5 a long correct solution is cut.
+    tunable = Tunable("k", (1.5, 2.0, 3.0, 4.0, 6.0))
 
     def open(self, ctx: ProblemContext) -> ValidatorSession:
         assert isinstance(self.params, LengthBudgetParams)

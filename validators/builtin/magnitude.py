@@ -23,7 +23,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.base import (
+    Checkpoint,
+    ProblemContext,
+    Tunable,
+    Validator,
+    ValidatorSession,
+    Verdict,
+)
 from validators.lib.numbers import extract_numbers, iter_numbers, number_at, numbers_in_problem
 from validators.lib.verdicts import ok_verdict
 
@@ -92,6 +99,9 @@ class MagnitudeValidator(Validator):
     description = ("Numbers far larger than the problem's (over 100x its largest, or over "
                    "10,000,000) signal a runaway calculation.")
     Params = MagnitudeParams
+    # Orders of magnitude: word problems multiply their numbers, so the useful ratios differ
+    # by factors, not by units.
+    tunable = Tunable("ratio", (10.0, 30.0, 100.0, 300.0, 1000.0, 10000.0))
 
     def open(self, ctx: ProblemContext) -> ValidatorSession:
         assert isinstance(self.params, MagnitudeParams)

@@ -25,7 +25,14 @@ from collections import Counter, deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.base import (
+    Checkpoint,
+    ProblemContext,
+    Tunable,
+    Validator,
+    ValidatorSession,
+    Verdict,
+)
 from validators.lib.verdicts import ok_verdict
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
@@ -67,6 +74,9 @@ class Repetition(Validator):
     description = ("Repetition loops: a step repeated, a phrase looping in the recent window, or "
                    "a degenerate character run.")
     Params = RepetitionParams
+    # Fewer repeats of a 10-word phrase catch loops sooner; structured solutions restate a
+    # phrase a few times legitimately, so the ladder starts at 4.
+    tunable = Tunable("max_ngram_repeats", (4, 6, 8, 10, 12, 16))
 
     def open(self, ctx: ProblemContext) -> ValidatorSession:
         assert isinstance(self.params, RepetitionParams)

@@ -84,7 +84,7 @@ async def test_a_failed_shard_stops_its_other_samples() -> None:
     finished: list[int] = []
 
     class SlowEngine:
-        async def run_sample(self, item: int) -> SampleResult:
+        async def run_sample(self, item: int, **_: object) -> SampleResult:
             started.append(item)
             await asyncio.sleep(0.01 if item == 0 else 5)
             finished.append(item)
