@@ -166,7 +166,9 @@ def cmd_bench_live(args: argparse.Namespace) -> int:
           f"generate-then-filter, {s['tokens_msifr']:,} in flight "
           f"({(s['token_reduction'] or 0):.1%} fewer); server {s['server_tokens_full']:,} / "
           f"{s['server_tokens_msifr']:,}; after the hang-up {a['total']} over "
-          f"{a['aborted_calls']} aborted calls (max {a['max']}); ledger + after-abort = server: "
+          f"{a['aborted_calls']} aborted calls ("
+          + (f"max {a['max']} per call" if a["max"] is not None else "in all") +
+          f"); ledger + after-abort = server: "
           f"{s['ledger_equals_server']}; kept equal to post-hoc: {s['kept_equal_to_posthoc']}; "
           f"{s['elapsed_seconds']} s")
     print(f"summary, runs and report written to {args.out}")

@@ -208,6 +208,9 @@ class Engine:
                 await self.run_stage(stage, fields, ctx, seed, out)
             except asyncio.CancelledError:
                 if on_interrupt is not None:
+                    for attempt in out.attempts:  # nothing streamed: not a successful call
+                        if attempt.stats.error is None and not attempt.stats.completion_tokens:
+                            attempt.stats.error = "interrupted before the first token"
                     result.ledger.extend(self.ledger_entries(item, stage, out,
                                                              interrupted=True))
                     result.status, result.error = SampleStatus.FAILED, "interrupted"

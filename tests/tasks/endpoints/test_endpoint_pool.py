@@ -275,6 +275,12 @@ async def test_all_down_waits_for_recovery_then_fails_with_a_reason(
     assert "a: HTTP 500" in (gave_up.error or "")
 
 
+def test_max_pause_defaults_to_minutes_and_reads_the_older_name() -> None:
+    assert Breaker().pause_seconds == 300
+    assert Breaker(max_wait_seconds=10).pause_seconds == 10
+    assert Breaker(max_wait_seconds=10, max_pause_seconds=50).pause_seconds == 50
+
+
 PAUSING = {"failures_to_trip": 2, "cooldown_seconds": 0.3, "max_cooldown_seconds": 0.6}
 
 
