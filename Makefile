@@ -35,7 +35,7 @@ live: $(STAMP)
 	$(BIN)/foldem run examples/live-structured.yaml --summary-json out/live-structured-summary.json
 
 test: $(STAMP) browser
-	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15 $(PYTEST_ARGS)
 
 # The edit-test loop, under 2 minutes on 2 cores: the tests that start no process (no Postgres,
 # Prefect server, replay endpoint or `foldem` subprocess; tests/conftest.py marks those

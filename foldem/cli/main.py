@@ -51,21 +51,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     # So does bad prompt data (read again in the flow: a second read is cheap next to a run,
     # and a user's mistake gets its message without a Prefect start or a task traceback).
     load_prompts(job)
-    # So does a database that cannot be reached: one line, before Prefect starts.
-    from tasks.run.lifecycle import mark_interrupted, prepare_database
-
-    database_url = prepare_database(job, args.database_url)
     _prefect_env()  # before the keys are read: a Secret block lives in the run's Prefect API
     from flows.generate import generate, new_run_id
     from tasks.reports.summary import summary_text
+    from tasks.run.lifecycle import mark_interrupted, prepare_database
     from tasks.run.prefect_api import prefect_api
     from tasks.run.preflight import check_endpoints
 
+    # So does a dead endpoint or a refused key (a key kept in a Prefect Secret block is read
+    # through the configured API, or an ephemeral one), and a database that cannot be reached:
+    # each in one line, before foldem's own Prefect server starts.
+    asyncio.run(check_endpoints(job))
+    database_url = prepare_database(job, args.database_url)
     run_id = args.run_id or new_run_id(job.name)
     # SIGTERM (a scheduler or Kubernetes stopping the process) ends the run as Ctrl-C does.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with prefect_api() as api:
-        asyncio.run(check_endpoints(job))  # so does a dead endpoint or a refused key
         print(f"foldem: running job {job.name!r} from {args.job} as run {run_id}", flush=True)
         try:
             summary = asyncio.run(generate(job_path=str(Path(args.job).resolve()),

@@ -88,7 +88,7 @@ def test_unreachable_database_is_one_line_before_prefect(tmp_path: Path) -> None
     assert "cannot connect to Postgres at 127.0.0.1:" in lines[0]
     assert "***ort" not in lines[0] and "acce***ting" not in lines[0]
     assert "Traceback" not in lines[0] and "Flow run" not in lines[0]
-    assert not (tmp_path / "prefect-home").exists()  # Prefect never started
+    assert not (tmp_path / "prefect-home" / "prefect.db").exists()  # no Prefect server ran
 
 
 def test_db_url_for_prefects_own_database(tmp_path: Path) -> None:

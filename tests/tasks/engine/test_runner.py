@@ -200,7 +200,7 @@ async def test_a_runaway_line_is_cut_inside_the_line(fake: FakeEndpoint,
     """One line of 1,434 repeated digits: with checkpoints only at the separator it is judged
     when the stream ends (every token paid for); with the default bounded step `repetition`
     cuts it inside the line."""
-    fake.reset(tokens=RUNAWAY, pace=0.0)
+    fake.reset(tokens=RUNAWAY, pace=0.001)
     stage = {**SOLVE, "max_tokens": 4000,
              "checkpoints": {"separator": "\n", "max_step_tokens": bound},
              "validators": [{"name": "repetition"}, {"name": "final_answer"}]}
@@ -210,6 +210,7 @@ async def test_a_runaway_line_is_cut_inside_the_line(fake: FakeEndpoint,
     assert result.rejection.validator == "repetition"
     generated = result.ledger[0].completion_tokens
     if bound is None:
-        assert generated == len(RUNAWAY)  # read to the end
-    else:
-        assert result.ledger[0].aborted and generated < 2 * bound
+        assert generated == len(RUNAWAY)  # judged only when the stream had ended
+    else:  # judged inside the line, at its first bounded checkpoint
+        assert result.rejection.tokens_at_fire < 2 * bound
+        assert result.ledger[0].aborted and generated < len(RUNAWAY)
