@@ -36,7 +36,7 @@ from tasks.prefect_tasks import (
 from tasks.records.models import RunSummary
 from tasks.run.claims import PlannedShard, ShardClaims, plan_shards, this_process
 from tasks.run.context import RunContext, close_context, open_context
-from tasks.run.demo_endpoint import endpoint_urls
+from tasks.run.embedded_endpoints import endpoint_urls
 from tasks.run.lifecycle import run_progress
 from tasks.run.preflight import preflight_run
 from tasks.run.progress import ProgressBoard

