@@ -116,6 +116,9 @@ CASES: dict[str, Case] = {
         2, ["stages[0].step_judge.template", "unknown template field(s) ['solution']"],
         spec=_set("stages.0.step_judge", {"endpoint": "ep", "template": "{solution}"})),
     "spec file missing": Case(2, ["job spec not found"], args=["nope.yaml"]),
+    "database to nowhere": Case(5, ["cannot connect to Postgres at 127.0.0.1:", "user 'u'"],
+                                args=["job.yaml", "--database-url",
+                                      f"postgresql://u:p@127.0.0.1:{closed_port()}/x"]),
     "spec not UTF-8": Case(2, ["not UTF-8"], spec=lambda d: b"name: caf\xe9\n"),
     # The endpoint (exit 4 / 2), checked before the run starts.
     "unreachable endpoint": Case(4, ["cannot connect", "is the server running"],
