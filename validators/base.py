@@ -15,6 +15,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from validators.tuning import Tunable
+
 # Hard limits every validator can rely on (the runner never sends more than this in one step).
 MAX_STEP_CHARS = 20_000
 
@@ -23,17 +25,6 @@ class NoParams(BaseModel):
     """Parameters of a validator that takes none."""
 
     model_config = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True, slots=True)
-class Tunable:
-    """The one numeric param of a validator that trades recall for false rejections, and the
-    values worth trying, the most sensitive (most firings) first. Calibration on labelled
-    traces (`foldem bench calibrate`) picks the most sensitive value within a budget; a short
-    declared ladder, not a search, so a small sample cannot fit noise between close values."""
-
-    param: str
-    values: tuple[int | float, ...]
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,14 +8,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import (
-    Checkpoint,
-    ProblemContext,
-    Tunable,
-    Validator,
-    ValidatorSession,
-    Verdict,
-)
+from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.tuning import Tunable
 
 
 class LengthBudgetParams(BaseModel):

@@ -23,16 +23,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import (
-    Checkpoint,
-    ProblemContext,
-    Tunable,
-    Validator,
-    ValidatorSession,
-    Verdict,
-)
+from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.lib.numbers import extract_numbers, iter_numbers, number_at, numbers_in_problem
 from validators.lib.verdicts import ok_verdict
+from validators.tuning import Tunable
 
 
 class MagnitudeParams(BaseModel):

@@ -25,15 +25,9 @@ from collections import Counter, deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import (
-    Checkpoint,
-    ProblemContext,
-    Tunable,
-    Validator,
-    ValidatorSession,
-    Verdict,
-)
+from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
 from validators.lib.verdicts import ok_verdict
+from validators.tuning import Tunable
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)

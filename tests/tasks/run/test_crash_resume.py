@@ -20,15 +20,8 @@ import pytest
 from foldem.replay.launcher import ReplayServer
 from tasks.store.db import libpq_url
 from tasks.store.embedded_pg import ensure_embedded_postgres
+from tests.support import reliability as rel
 from tests.support.jobs import write_job
-from tests.support.reliability import (
-    assert_exactly_once,
-    assert_ledger_matches,
-    read_run,
-    reliability_job,
-    report,
-    samples_written,
-)
 from tests.support.replay import replay_fixture
 
 pytestmark = pytest.mark.integration
@@ -72,13 +65,13 @@ def kill_hard(proc: subprocess.Popen[str]) -> list[int]:
 def test_sigkill_mid_run_then_resume_completes_exactly_once(
         replay: ReplayServer, tmp_path: Path, fresh_state_dir: Path) -> None:
     run_id = "crash-resume"
-    job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
+    job = write_job(tmp_path, rel.reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
                                               name="crash", streams=4))
     url = ensure_embedded_postgres(fresh_state_dir)  # the run starts the same server anyway
     replay.reset_stats()
     proc = foldem_run(job, run_id, tmp_path, fresh_state_dir)
     deadline = time.monotonic() + 180
-    while samples_written(url, run_id) < KILL_AFTER:
+    while rel.samples_written(url, run_id) < KILL_AFTER:
         if proc.poll() is not None:
             pytest.fail(f"the run ended before it was killed:\n{proc.stdout.read()[-3000:]}"
                         if proc.stdout else "the run ended before it was killed")
@@ -86,7 +79,7 @@ def test_sigkill_mid_run_then_resume_completes_exactly_once(
         time.sleep(0.05)
     kill_hard(proc)
     assert proc.returncode == -signal.SIGKILL
-    before = read_run(url, run_id)
+    before = rel.read_run(url, run_id)
     first_session = replay.stats()
     assert KILL_AFTER <= len(before.samples) < PROMPTS * SAMPLES, "killed too late to matter"
 
@@ -96,9 +89,9 @@ def test_sigkill_mid_run_then_resume_completes_exactly_once(
     assert again.returncode == 0, out[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     time.sleep(0.3)
-    after = read_run(url, run_id)
+    after = rel.read_run(url, run_id)
 
-    tally = assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    tally = rel.assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
     with psycopg.connect(libpq_url(url)) as conn:
         shards = conn.execute("SELECT status, attempts, samples FROM run_shards WHERE run_id = %s",
                               (run_id,)).fetchall()
@@ -115,15 +108,15 @@ def test_sigkill_mid_run_then_resume_completes_exactly_once(
             if (s.prompt_id, s.sample_index) in kept} == kept
     assert {r.call_id for r in before.ledger} <= {r.call_id for r in after.ledger}
     # The resumed session: its calls are exactly the new ledger rows, and they match the server.
-    resumed = read_run(url, run_id)
+    resumed = rel.read_run(url, run_id)
     old_calls = {r.call_id for r in before.ledger}
     resumed.ledger = [r for r in after.ledger if r.call_id not in old_calls]
     assert len(resumed.ledger) == PROMPTS * SAMPLES - len(before.samples)
-    ledger = assert_ledger_matches(resumed, replay.stats())
+    ledger = rel.assert_ledger_matches(resumed, replay.stats())
     # Calls in flight when the process died: sent by the server, never recorded (they are
     # generated again on resume; their first tokens are the price of a crash).
     unrecorded = len(first_session.requests) - sum(r.attempts for r in before.ledger)
-    report("crash_sigkill_resume", samples=tally.samples, lost=tally.lost,
+    rel.report("crash_sigkill_resume", samples=tally.samples, lost=tally.lost,
            duplicated=tally.duplicated, written_before_kill=len(before.samples),
            resumed_ledger_mismatch=ledger.mismatch, calls_in_flight_at_kill=unrecorded,
            tokens_of_calls_in_flight=first_session.total_completion_tokens - before.ledger_tokens)
@@ -148,14 +141,14 @@ def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
     no traceback, and the run is 'interrupted' in Postgres; the same command with --run-id
     completes it exactly once."""
     run_id = "ctrl-c"
-    job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
+    job = write_job(tmp_path, rel.reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
                                               name="ctrlc", streams=4))
     url = ensure_embedded_postgres(fresh_state_dir)
     replay.reset_stats()  # what the endpoint sent in the two sessions of this test
     proc = foldem_run(job, run_id, tmp_path, fresh_state_dir, start_new_session=True,
                       preexec_fn=_sigint_default)
     deadline = time.monotonic() + 180
-    while samples_written(url, run_id) < KILL_AFTER:
+    while rel.samples_written(url, run_id) < KILL_AFTER:
         if proc.poll() is not None:
             pytest.fail("the run ended before Ctrl-C")
         assert time.monotonic() < deadline, "no samples written within 180 s"
@@ -165,7 +158,7 @@ def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
     assert proc.returncode == 130, out[-3000:]
     assert f"--run-id {run_id}" in out and "Traceback" not in out, out[-3000:]
     assert "ConnectError" not in out and "All connection attempts failed" not in out
-    before = read_run(url, run_id)
+    before = rel.read_run(url, run_id)
     assert _run_status(url, run_id) == "interrupted"
     assert len(before.samples) < PROMPTS * SAMPLES
     # The calls cut by Ctrl-C cost tokens: their rows are written, their samples are not.
@@ -177,8 +170,8 @@ def test_ctrl_c_mid_run_exits_130_marks_interrupted_then_resumes(
     again = foldem_run(job, run_id, tmp_path, fresh_state_dir)
     out, _ = again.communicate(timeout=300)
     assert again.returncode == 0, out[-3000:]
-    after = read_run(url, run_id)
-    assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    after = rel.read_run(url, run_id)
+    rel.assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
     assert _run_status(url, run_id) == "completed"
     # Both sessions' ledger, the interrupted rows included, is what the endpoint sent.
-    assert_ledger_matches(after, replay.stats())
+    rel.assert_ledger_matches(after, replay.stats())

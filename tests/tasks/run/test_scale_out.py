@@ -31,15 +31,8 @@ import yaml
 from foldem import PROJECT_ROOT
 from foldem.replay.launcher import ReplayServer
 from tasks.store.db import get_engine
+from tests.support import reliability as rel
 from tests.support.jobs import write_job
-from tests.support.reliability import (
-    assert_exactly_once,
-    assert_ledger_matches,
-    read_run,
-    reliability_job,
-    report,
-    samples_written,
-)
 from tests.support.replay import replay_fixture
 
 pytestmark = pytest.mark.integration
@@ -67,7 +60,7 @@ def env(prefect_api: None, pg_url: str, tmp_path: Path) -> dict[str, str]:
 
 
 def small_job(tmp_path: Path, base_url: str, name: str, streams: int) -> Path:
-    data = reliability_job(base_url, limit=PROMPTS, samples=SAMPLES, name=name,
+    data = rel.reliability_job(base_url, limit=PROMPTS, samples=SAMPLES, name=name,
                            streams=streams, shard_size=SHARD)
     # Not what is tested here: the gate's import takes ~8 s, and near-duplicate removal would
     # turn accepted samples into rejected ones after the fact (replayed texts repeat).
@@ -220,12 +213,12 @@ def test_two_workers_share_one_run(env: dict[str, str], pg_url: str, replay: Rep
     tasks = asyncio.run(_task_names(list(states)))
     assert tasks["complete-run"] == tasks["export"] == 1, tasks  # one flow run finalized
     assert tasks["read-summary"] == 1, tasks  # the other read its summary
-    record = read_run(pg_url, run_id)
-    tally = assert_exactly_once(record, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    record = rel.read_run(pg_url, run_id)
+    tally = rel.assert_exactly_once(record, prompts=PROMPTS, samples_per_prompt=SAMPLES)
     stats = replay.stats()
     assert len(record.ledger) == len(stats.requests)  # one ledger row per call served
-    ledger = assert_ledger_matches(record, stats)
-    report("scale_out_two_workers", samples=tally.samples, lost=tally.lost,
+    ledger = rel.assert_ledger_matches(record, stats)
+    rel.report("scale_out_two_workers", samples=tally.samples, lost=tally.lost,
            duplicated=tally.duplicated, ledger_mismatch=ledger.mismatch,
            shards_by_flow_run=sorted(split.values()), wall_s=round(wall, 1))
 
@@ -239,11 +232,11 @@ def test_worker_killed_half_way_then_run_again_finishes_once(
     with workers(env, pool, tmp_path, 1) as (worker,):
         killed = trigger(deployment, run_id=run_id, database_url=pg_url, flow_runs=1)
         deadline = time.monotonic() + 120
-        while samples_written(pg_url, run_id) < total // 3:
+        while rel.samples_written(pg_url, run_id) < total // 3:
             assert worker.poll() is None and time.monotonic() < deadline, "no progress"
             time.sleep(0.1)
         kill_tree(worker.pid, signal.SIGKILL)  # the worker and the flow run it was running
-    before = read_run(pg_url, run_id)
+    before = rel.read_run(pg_url, run_id)
     assert total // 3 <= len(before.samples) < total, "killed too late to matter"
     held_when_killed = [r.shard_no for r in shards(pg_url, run_id) if r.status == "pending"
                         and r.attempts == 1]
@@ -256,21 +249,21 @@ def test_worker_killed_half_way_then_run_again_finishes_once(
     time.sleep(0.3)
     assert {str(r.id): r.state_type.value for r in runs} == {again: "COMPLETED"}
     assert run_status(pg_url, run_id) == "completed"
-    after = read_run(pg_url, run_id)
-    tally = assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    after = rel.read_run(pg_url, run_id)
+    tally = rel.assert_exactly_once(after, prompts=PROMPTS, samples_per_prompt=SAMPLES)
     kept = {(s.prompt_id, s.sample_index): s.status for s in before.samples}
     assert {(s.prompt_id, s.sample_index): s.status for s in after.samples
             if (s.prompt_id, s.sample_index) in kept} == kept
     old_calls = {r.call_id for r in before.ledger}
     assert old_calls <= {r.call_id for r in after.ledger}
-    resumed = read_run(pg_url, run_id)
+    resumed = rel.read_run(pg_url, run_id)
     resumed.ledger = [r for r in after.ledger if r.call_id not in old_calls]
     assert len(resumed.ledger) == total - len(before.samples)  # only the missing ones, once
-    ledger = assert_ledger_matches(resumed, replay.stats())
+    ledger = rel.assert_ledger_matches(resumed, replay.stats())
     rows = {r.shard_no: r for r in shards(pg_url, run_id)}
     assert all(r.status == "done" for r in rows.values())
     assert all(rows[n].attempts == 2 and rows[n].claimed_by == again for n in held_when_killed)
-    report("worker_sigkill_then_rerun", samples=tally.samples, lost=tally.lost,
+    rel.report("worker_sigkill_then_rerun", samples=tally.samples, lost=tally.lost,
            duplicated=tally.duplicated, written_before_kill=len(before.samples),
            shards_in_flight_at_kill=len(held_when_killed),
            resumed_ledger_mismatch=ledger.mismatch)

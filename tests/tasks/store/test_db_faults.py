@@ -22,15 +22,8 @@ from tasks.records.models import SampleResult
 from tasks.run.shard import ResultWriter
 from tasks.store.db import migrate, stop_embedded
 from tasks.store.embedded_pg import ensure_embedded_postgres
+from tests.support import reliability as rel
 from tests.support.jobs import run_flow, write_job
-from tests.support.reliability import (
-    assert_exactly_once,
-    assert_ledger_matches,
-    read_run,
-    reliability_job,
-    report,
-    samples_written,
-)
 from tests.support.replay import replay_fixture
 from tests.support.samples import sample_result
 
@@ -118,7 +111,7 @@ class Outage(threading.Thread):
     def run(self) -> None:
         try:
             deadline = time.monotonic() + 120
-            while (n := samples_written(self.url, self.run_id)) < self.after:
+            while (n := rel.samples_written(self.url, self.run_id)) < self.after:
                 assert time.monotonic() < deadline, "the run never wrote its first samples"
                 time.sleep(0.05)
             self.stopped_at = n
@@ -156,7 +149,7 @@ def test_postgres_restart_mid_run_is_survived(prefect_api: None, fresh_state_dir
     monkeypatch.chdir(tmp_path)
     url = ensure_embedded_postgres(fresh_state_dir)
     migrate(url)
-    job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
+    job = write_job(tmp_path, rel.reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
                                               name="db-restart", streams=4))
     replay.reset_stats()
     outage = Outage(fresh_state_dir, url, "db-restart", after=4, seconds=3.0)
@@ -171,17 +164,17 @@ def test_postgres_restart_mid_run_is_survived(prefect_api: None, fresh_state_dir
     assert summary.status == "completed"
     time.sleep(0.3)
     stats = replay.stats()
-    record = read_run(url, "db-restart")
-    tally = assert_exactly_once(record, prompts=PROMPTS, samples_per_prompt=SAMPLES)
-    ledger = assert_ledger_matches(record, stats)  # no call lost while the database was away
+    record = rel.read_run(url, "db-restart")
+    tally = rel.assert_exactly_once(record, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    ledger = rel.assert_ledger_matches(record, stats)  # no call lost while the database was away
 
     replay.reset_stats()  # the same run id again: nothing to do, nothing doubled
     again = run_flow(job, "db-restart", url)
     assert replay.stats().requests == []
     assert (again.accepted, again.rejected, again.failed) == (
         summary.accepted, summary.rejected, summary.failed)
-    assert len(read_run(url, "db-restart").ledger) == len(record.ledger)
-    report("db_restart_mid_run", samples=tally.samples, lost=tally.lost,
+    assert len(rel.read_run(url, "db-restart").ledger) == len(record.ledger)
+    rel.report("db_restart_mid_run", samples=tally.samples, lost=tally.lost,
            duplicated=tally.duplicated, ledger_mismatch=ledger.mismatch,
            in_flight_at_abort=ledger.in_flight_at_abort, outage_s=3.0,
            stopped_after_samples=outage.stopped_at,
@@ -199,7 +192,7 @@ def test_postgres_gone_for_good_fails_cleanly_and_resumes(
                         functools.partial(ResultWriter, retries=2, backoff=0.2))
     url = ensure_embedded_postgres(fresh_state_dir)
     migrate(url)
-    job = write_job(tmp_path, reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
+    job = write_job(tmp_path, rel.reliability_job(replay.base_url, limit=PROMPTS, samples=SAMPLES,
                                               name="db-gone", streams=4, shard_size=12))
     replay.reset_stats()
     outage = Outage(fresh_state_dir, url, "db-gone", after=4, seconds=None)
@@ -211,19 +204,19 @@ def test_postgres_gone_for_good_fails_cleanly_and_resumes(
     first_session = replay.stats()
 
     ensure_embedded_postgres(fresh_state_dir)  # the database is back: resume the run
-    kept = read_run(url, "db-gone")
+    kept = rel.read_run(url, "db-gone")
     assert len(kept.samples) < PROMPTS * SAMPLES
     replay.reset_stats()
     summary = run_flow(job, "db-gone", url)
     assert summary.status == "completed"
     time.sleep(0.3)
-    record = read_run(url, "db-gone")
-    tally = assert_exactly_once(record, prompts=PROMPTS, samples_per_prompt=SAMPLES)
+    record = rel.read_run(url, "db-gone")
+    tally = rel.assert_exactly_once(record, prompts=PROMPTS, samples_per_prompt=SAMPLES)
     written_before = {r.call_id for r in kept.ledger}
-    resumed = read_run(url, "db-gone")
+    resumed = rel.read_run(url, "db-gone")
     resumed.ledger = [r for r in record.ledger if r.call_id not in written_before]
-    ledger = assert_ledger_matches(resumed, replay.stats())  # the resumed session, exactly
+    ledger = rel.assert_ledger_matches(resumed, replay.stats())  # the resumed session, exactly
     lost_rows = len(first_session.requests) - sum(r.attempts for r in kept.ledger)
-    report("db_gone_fails_then_resumes", samples=tally.samples, lost=tally.lost,
+    rel.report("db_gone_fails_then_resumes", samples=tally.samples, lost=tally.lost,
            duplicated=tally.duplicated, resumed_ledger_mismatch=ledger.mismatch,
            kept_after_failure=len(kept.samples), failed_session_requests_without_row=lost_rows)
