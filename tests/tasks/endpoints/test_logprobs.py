@@ -5,6 +5,7 @@ preflight that refuses an endpoint (the scripted one, the replay) sending none."
 from __future__ import annotations
 
 import json
+import random
 import time
 from typing import Any
 
@@ -15,14 +16,17 @@ from foldem.core.chat_stream import StreamChunk
 from foldem.core.errors import EndpointError
 from foldem.replay.launcher import ReplayServer
 from foldem.spec.job import JobSpec, parse_job
-from tasks.endpoints.base import CallStats, ChatRequest
+from tasks.endpoints.base import CallStats, ChatRequest, Delta
 from tasks.endpoints.client import EndpointClient
 from tasks.endpoints.stream_call import StreamCall
+from tasks.engine.judging import stage_judging
+from tasks.engine.policy import Action, StagePolicy
 from tasks.engine.runner import Engine, build_stage_validators, top_logprobs_wanted
 from tasks.records.models import Prompt, WorkItem
 from tasks.run.preflight import preflight_clients
 from tests.support.fake_endpoint import FakeEndpoint
 from tests.support.replay import replay_fixture
+from validators.base import ProblemContext
 
 SOLUTION = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]
 
@@ -151,3 +155,31 @@ async def test_a_replay_job_with_confidence_fails_at_preflight(replay: ReplaySer
     with pytest.raises(EndpointError, match="needs logprobs") as info:
         await preflight_clients(job, clients_of(job, replay.base_url))
     assert info.value.endpoint == "replay"
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_in_flight_and_after_the_fact_keep_the_same_samples(seed: int) -> None:
+    """Made-up deltas with confidences: judged while streaming, or all at once at the end, the
+    same samples are rejected (the validator reads tokens one by one either way)."""
+    rng = random.Random(seed)
+    job = job_with("http://unused/v1", [
+        {"name": "confidence", "params": {"window": 8, "min_tokens": 8,
+                                          "min_group_confidence": 1.0}},
+        {"name": "arithmetic"}])
+    stage = job.stages[0]
+    words = ["2 + 2 = 4", "so", "then", "\n", "3 * 3 = 9", "\n", "more", "words"]
+    deltas = [Delta(rng.choice(words) + " ", n, tuple(rng.uniform(0.3, 3.0) for _ in range(n)))
+              for n in (rng.randint(1, 3) for _ in range(60))]
+    outcomes = []
+    for in_flight in (True, False):
+        policy = StagePolicy(build_stage_validators(job)["solve"],
+                             ProblemContext(problem="2 + 2?", expected_tokens=50),
+                             early_exit=False)
+        judging = stage_judging(stage, policy, None, in_flight=in_flight)
+        if not any(judging.on_delta(d) for d in deltas):
+            judging.on_end("".join(d.text for d in deltas), sum(d.tokens for d in deltas))
+        d = judging.decision
+        rejected = d is not None and d.action is Action.REJECT
+        outcomes.append(rejected)
+    assert outcomes[0] == outcomes[1]
+
