@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from validators.registry import build
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl"
-THRESHOLDS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5)
+THRESHOLDS = (2.75, 3.0, 3.25, 3.5)  # SmolLM2-135M's lowest window means: 2.6 to 4.2
 
 
 def _reference(answer: str) -> str:
@@ -79,7 +80,7 @@ async def _bytes(base_url: str, body: dict[str, Any]) -> int:
             return sum([len(b) async for b in response.aiter_bytes()])
 
 
-async def main(n: int, max_tokens: int, out: Path) -> None:
+async def main(n: int, max_tokens: int, out: Path, cost_pass: bool) -> None:
     job = load_job(ROOT / "examples" / "gsm8k.yaml")
     stage = job.stages[0]
     rows = [json.loads(line) for line in DATA.read_text().splitlines()[:n]]
@@ -93,7 +94,7 @@ async def main(n: int, max_tokens: int, out: Path) -> None:
         cost = {"with": [0, 0.0, 0.0], "without": [0, 0.0, 0.0]}  # tokens, cpu s, wall s
         for i, row in enumerate(rows):
             messages = tuple(render_messages(stage, {"problem": row["question"]}))
-            for key, k in (("without", None), ("with", 5)):
+            for key, k in ((("without", None),) if cost_pass else ()) + (("with", 5),):
                 request = ChatRequest(messages=messages, max_tokens=max_tokens,
                                       temperature=job.sampling.temperature, seed=i,
                                       top_logprobs=k)
@@ -156,10 +157,66 @@ def summarize(samples: list[dict[str, Any]], cost: dict[str, list[float]]) -> di
     return summary
 
 
+def _min_group(confidences: list[float], window: int = 64, min_tokens: int = 64) -> float | None:
+    """The lowest window mean from `min_tokens` on (what the validator compares)."""
+    low = None
+    for end in range(min_tokens, len(confidences) + 1):
+        part = confidences[max(0, end - window):end]
+        mean = sum(part) / len(part)
+        low = mean if low is None or mean < low else low
+    return low
+
+
+def _correct(text: str, reference: str | None) -> bool:
+    """The last number written is the reference (the model seldom writes "#### N")."""
+    marks = re.findall(r"-?\d[\d,]*(?:\.\d+)?", text)
+    return bool(marks) and reference is not None and marks[-1].replace(",", "") == reference
+
+
+def report(path: Path) -> None:
+    """Markdown tables from a saved run: per threshold and mode, and confidence vs correctness."""
+    data = json.loads(path.read_text())
+    samples, cost = data["samples"], data["cost"]
+    s = summarize(samples, cost)
+    print(f"samples {s['samples']}, the default set accepts {s['rules_accept']}; tokens "
+          f"judged in flight by the default set: {s['rules_tokens']}")
+    print("| threshold | mode | confidence fired | of them on samples the default set "
+          "accepts (false) | on samples it rejects | tokens in flight |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for key in [k for k in s if "@" in k and not k.startswith("alone")]:
+        mode, t = key.split("@")
+        r = s[key]
+        print(f"| {t} | {mode} | {r['confidence_fired']} | "
+              f"{r['false_rejections_of_rules_accepted']} / {s['rules_accept']} | "
+              f"{r['caught_among_rules_rejected']} / {s['samples'] - s['rules_accept']} | "
+              f"{r['tokens']} |")
+    groups: dict[bool, list[float]] = {True: [], False: []}
+    for sample in samples:
+        low = _min_group(sample["confidences"])
+        if low is not None:
+            groups[_correct(sample["text"], sample["reference"])].append(low)
+    for ok, lows in groups.items():
+        lows.sort()
+        if lows:
+            print(f"{'correct' if ok else 'wrong/none'}: n={len(lows)} lowest window mean "
+                  f"median {lows[len(lows) // 2]:.3f} range {lows[0]:.3f}..{lows[-1]:.3f}")
+    pairs = [(a, b) for a in groups[True] for b in groups[False]]
+    if pairs:  # the chance a correct sample is surer than a wrong one (AUROC)
+        auc = sum((a > b) + 0.5 * (a == b) for a, b in pairs) / len(pairs)
+        print(f"AUROC of lowest window mean for correct vs wrong: {auc:.2f}")
+    print(json.dumps({"cost": cost, "bytes_64_tokens": data["bytes_64_tokens"]}))
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=40)
     parser.add_argument("--max-tokens", type=int, default=320)
     parser.add_argument("--out", type=Path, default=Path("/tmp/confidence_live.json"))
+    parser.add_argument("--report", action="store_true", help="only print tables of --out")
+    parser.add_argument("--no-cost", action="store_true",
+                        help="skip the pass without logprobs (the cost comparison)")
     args = parser.parse_args()
-    asyncio.run(main(args.prompts, args.max_tokens, args.out))
+    if args.report:
+        report(args.out)
+    else:
+        asyncio.run(main(args.prompts, args.max_tokens, args.out, not args.no_cost))
