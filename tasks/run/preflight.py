@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from foldem.core.errors import EndpointError, LocalModelUnavailableError
-from foldem.spec.endpoints import EMBEDDED, LOCAL
+from foldem.spec.endpoints import EMBEDDED, LOCAL, REPLAY
 from foldem.spec.job import JobSpec
 from tasks.endpoints.base import ChatRequest, StreamingEndpoint
 from tasks.endpoints.client import EndpointClient, resolve_api_key
@@ -52,16 +52,26 @@ async def _check_logprobs(job: JobSpec, clients: Mapping[str, StreamingEndpoint]
         if k is None:
             continue
         for ep in job.endpoints_for(stage):
+            # The replay answers only recorded problems (no probe prompt fits) and sends no
+            # logprobs: refused by name, also before it is started (`foldem run`).
+            if ep.base_url == REPLAY:
+                raise EndpointError(ep.name, f"{_needs(stage.name, k)}, and the replay endpoint "
+                                    f"sends none (it replays recorded text only); remove the "
+                                    f"validator or use a model server")
             if ep.name in dead or ep.name in checked or ep.name not in clients:
                 continue
             checked.add(ep.name)
             await _expect_logprobs(clients[ep.name], k, stage.name)
 
 
+def _needs(stage: str, k: int) -> str:
+    return (f"stage {stage!r} uses the confidence validator, which needs logprobs "
+            f"(top_logprobs: {k}) in the stream")
+
+
 async def _expect_logprobs(client: StreamingEndpoint, k: int, stage: str) -> None:
     name = client.endpoint.name
-    needs = (f"stage {stage!r} uses the confidence validator, which needs logprobs "
-             f"(top_logprobs: {k}) in the stream")
+    needs = _needs(stage, k)
     request = ChatRequest(messages=_LOGPROBS_PROBE, max_tokens=4, temperature=0.0,
                           top_logprobs=k)
     try:

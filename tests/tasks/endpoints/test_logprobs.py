@@ -23,7 +23,8 @@ from tasks.engine.judging import stage_judging
 from tasks.engine.policy import Action, StagePolicy
 from tasks.engine.runner import Engine, build_stage_validators, top_logprobs_wanted
 from tasks.records.models import Prompt, WorkItem
-from tasks.run.preflight import preflight_clients
+from tasks.run.preflight import check_endpoints, preflight_clients
+from tests.support import tracedata
 from tests.support.fake_endpoint import FakeEndpoint
 from tests.support.replay import replay_fixture
 from validators.base import ProblemContext
@@ -152,9 +153,18 @@ replay = replay_fixture(4)
 @pytest.mark.integration
 async def test_a_replay_job_with_confidence_fails_at_preflight(replay: ReplayServer) -> None:
     job = job_with("replay", [CONFIDENCE], name="replay")
-    with pytest.raises(EndpointError, match="needs logprobs") as info:
+    with pytest.raises(EndpointError, match="needs logprobs.*replay endpoint sends none") as info:
         await preflight_clients(job, clients_of(job, replay.base_url))
     assert info.value.endpoint == "replay"
+    # And a recorded problem streamed from it carries no confidences: the refusal is right.
+    problem = tracedata.traces("gpt3")[0]["problem"]
+    client = clients_of(job, replay.base_url)["replay"]
+    request = ChatRequest(({"role": "user", "content": problem},), max_tokens=8,
+                          temperature=0.0, top_logprobs=3)
+    async with client.stream(request) as call:
+        deltas = [d async for d in call]
+    assert deltas and all(d.confidences == () for d in deltas)
+    await client.aclose()
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -183,3 +193,9 @@ def test_in_flight_and_after_the_fact_keep_the_same_samples(seed: int) -> None:
         outcomes.append(rejected)
     assert outcomes[0] == outcomes[1]
 
+
+
+async def test_foldem_run_refuses_a_replay_job_with_confidence_before_starting_it() -> None:
+    job = job_with("replay", [CONFIDENCE], name="replay")
+    with pytest.raises(EndpointError, match="replay endpoint sends none"):
+        await check_endpoints(job)  # the replay is not started: nothing to connect to
