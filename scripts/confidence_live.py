@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 
 from foldem.spec.endpoints import Endpoint
 from foldem.spec.job import load_job
@@ -89,7 +90,7 @@ async def main(n: int, max_tokens: int, out: Path, cost_pass: bool) -> None:
     with start_local_model(opts) as server:
         ep = Endpoint(name="local", base_url=server.base_url, model="smollm2",
                       server="llama.cpp")
-        client = EndpointClient(ep, base_url=server.base_url, api_key=_no_key())
+        client = EndpointClient(ep, base_url=server.base_url, api_key=SecretStr("EMPTY"))
         samples: list[dict[str, Any]] = []
         cost = {"with": [0, 0.0, 0.0], "without": [0, 0.0, 0.0]}  # tokens, cpu s, wall s
         for i, row in enumerate(rows):
@@ -130,11 +131,6 @@ async def main(n: int, max_tokens: int, out: Path, cost_pass: bool) -> None:
                                "bytes_64_tokens": {"without": plain, "with": with_lp}},
                               indent=1))
     print(json.dumps(summarize(samples, cost), indent=1))
-
-
-def _no_key() -> Any:
-    from pydantic import SecretStr
-    return SecretStr("EMPTY")
 
 
 def summarize(samples: list[dict[str, Any]], cost: dict[str, list[float]]) -> dict[str, Any]:
