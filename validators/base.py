@@ -61,6 +61,10 @@ class Checkpoint:
     tokens_so_far: int = 0
     final: bool = False
     fraction: float | None = None  # tokens_so_far / expected_tokens, when expected is known
+    #: The confidence of each token streamed since the previous checkpoint (minus the mean of
+    #: its top-k logprobs: higher is surer), when the endpoint sent logprobs; empty otherwise.
+    #: Text-only validators ignore it.
+    confidences: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +112,11 @@ class Validator(ABC):
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
+
+    def top_logprobs(self) -> int | None:
+        """How many top logprobs per token it reads from `Checkpoint.confidences` (the request
+        then asks for them); None: it judges the text only."""
+        return None
 
     @abstractmethod
     def open(self, ctx: ProblemContext) -> ValidatorSession:

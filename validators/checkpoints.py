@@ -2,9 +2,11 @@
 inside a step that runs `step_tokens` tokens without a separator (a runaway line would otherwise
 reach max_tokens unjudged).
 
-Pure and incremental: `push(text, tokens)` takes each new chunk and returns the checkpoints it
-completes; work is proportional to the new text (only the unfinished tail is re-scanned for the
-separator). `close()` returns the final checkpoint when the stream ends.
+Pure and incremental: `push(text, tokens, confidences)` takes each new chunk and returns the
+checkpoints it completes; work is proportional to the new text (only the unfinished tail is
+re-scanned for the separator). `close()` returns the final checkpoint when the stream ends.
+Token confidences (when the endpoint sends logprobs) go to the next checkpoint emitted: each
+checkpoint carries those of the tokens since the one before.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class CheckpointSplitter:
         self._tokens = 0
         self._checkpoint = 0
         self._text_parts: list[str] = []  # the text before the unfinished tail
+        self._confidences: list[float] = []  # of the tokens since the last checkpoint
 
     @property
     def text(self) -> str:
@@ -66,14 +69,20 @@ class CheckpointSplitter:
 
     def _emit(self, *, tail: str = "", final: bool = False) -> Checkpoint:
         cp = Checkpoint(index=self._checkpoint, steps=tuple(self._pending), tail=tail,
-                        tokens_so_far=self._tokens, final=final, fraction=self._fraction())
+                        tokens_so_far=self._tokens, final=final, fraction=self._fraction(),
+                        confidences=tuple(self._confidences))
         self._checkpoint += 1
         self._pending = []
+        self._confidences.clear()
         return cp
 
-    def push(self, text: str, tokens: int = 1) -> list[Checkpoint]:
-        """Add one chunk (`tokens` tokens of `text`); return the checkpoints it completes."""
+    def push(self, text: str, tokens: int = 1,
+             confidences: tuple[float, ...] = ()) -> list[Checkpoint]:
+        """Add one chunk (`tokens` tokens of `text`, with their confidences when known); return
+        the checkpoints it completes."""
         self._tokens += tokens
+        if confidences:
+            self._confidences.extend(confidences)
         sep = self.separator
         # Most pushes end no step, overflow nothing and reach no fraction: just keep the text.
         # (A separator ending in this chunk lies in it, or starts in the tail and goes on with

@@ -17,6 +17,7 @@ them must not fail a stream that is otherwise fine.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_serializer
@@ -42,7 +43,33 @@ class ChunkDelta(_Lenient):
 
 
 class ChunkLogprobs(_Lenient):
+    """Per-token logprobs: `content` holds one entry per token of the chunk, each with its
+    `logprob` and, when asked, its `top_logprobs` (the k most likely tokens at that position).
+    Entries stay untyped (`Any`): a server's odd entry must not fail the stream."""
+
     content: list[Any] | None = None
+
+    def confidences(self) -> tuple[float, ...]:
+        """Each token's confidence: minus the mean of its top logprobs (the token's own logprob
+        when no top list came). High: the model was sure (the runners-up far below its pick);
+        low: it hesitated between the top tokens (log k when they share the mass evenly).
+        Entries without a finite number are skipped."""
+        out: list[float] = []
+        for entry in self.content or ():
+            if (value := _confidence(entry)) is not None:
+                out.append(value)
+        return tuple(out)
+
+
+def _confidence(entry: Any) -> float | None:
+    if not isinstance(entry, dict):
+        return None
+    top = entry.get("top_logprobs")
+    values = ([t.get("logprob") for t in top if isinstance(t, dict)]
+              if isinstance(top, list) and top else [entry.get("logprob")])
+    numbers = [float(v) for v in values
+               if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)]
+    return -sum(numbers) / len(numbers) if numbers else None
 
 
 class ChunkChoice(_Lenient):

@@ -34,6 +34,9 @@ class ChatRequest:
     #: Not sent: what the call is likely to cost, sizing a tokens-per-minute reservation
     #: (max_tokens when not given).
     expected_tokens: int | None = None
+    #: Ask for the k most likely logprobs of every token (a confidence validator reads them);
+    #: None: not asked, so endpoints that cannot send them still serve every other stage.
+    top_logprobs: int | None = None
 
     def sampling(self) -> dict[str, Any]:
         """The sampling options of the request body."""
@@ -41,6 +44,9 @@ class ChatRequest:
                                    "temperature": self.temperature, "top_p": self.top_p}
         if self.seed is not None:
             options["seed"] = self.seed
+        if self.top_logprobs is not None:
+            options["logprobs"] = True
+            options["top_logprobs"] = self.top_logprobs
         return options
 
     @cached_property
@@ -53,6 +59,9 @@ class ChatRequest:
 class Delta:
     text: str
     tokens: int  # tokens this chunk added (server usage where reported, else a tokenizer count)
+    #: The confidence of each token of the chunk (minus the mean of its top logprobs), when the
+    #: request asked for logprobs and the endpoint sent them; empty otherwise.
+    confidences: tuple[float, ...] = ()
 
 
 @dataclass(slots=True)

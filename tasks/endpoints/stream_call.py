@@ -86,9 +86,12 @@ class StreamCall:
         if added_by_server is None:
             added_by_server = added_by_timings
         text = ""
+        confidences: tuple[float, ...] = ()
         for choice in chunk.choices:
             if choice.delta is not None and choice.delta.content:
                 text += choice.delta.content
+            if choice.logprobs is not None and choice.logprobs.content:
+                confidences += choice.logprobs.confidences()
             if choice.finish_reason:
                 st.finish_reason = choice.finish_reason
         if not text:
@@ -97,7 +100,7 @@ class StreamCall:
             st.ttft_ms = (time.perf_counter() - self._t0) * 1000
         st.text_parts.append(text)
         tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
-        return Delta(text, tokens)
+        return Delta(text, tokens, confidences)
 
     def _read_timings(self, chunk: StreamChunk) -> int | None:
         """llama.cpp's own counts, when the chunk carries them: the tokens this chunk added

@@ -135,7 +135,7 @@ class InFlight(StageJudging):
 
     def on_delta(self, delta: Delta) -> bool:
         splitter = self.splitter
-        for cp in splitter.push(delta.text, delta.tokens):
+        for cp in splitter.push(delta.text, delta.tokens, delta.confidences):
             decision = self.policy.judge(cp)
             if decision.action is not Action.CONTINUE:
                 self.decision = decision
@@ -156,8 +156,16 @@ class InFlight(StageJudging):
 class AfterTheFact(StageJudging):
     """Generate in full, then judge the whole text (the generate-then-filter baseline)."""
 
+    def __init__(self, stage: Stage, policy: StagePolicy, judge: StepJudgeRun | None) -> None:
+        super().__init__(stage, policy, judge)
+        self._confidences: list[float] = []  # every token's, judged with the whole text
+
+    def on_delta(self, delta: Delta) -> bool:
+        self._confidences.extend(delta.confidences)
+        return False
+
     def _unjudged(self, text: str, completion_tokens: int) -> list[Checkpoint]:
-        return self.splitter.push(text, completion_tokens)
+        return self.splitter.push(text, completion_tokens, tuple(self._confidences))
 
     def _offer_rest(self, judge: StepJudgeRun, text: str, final: Checkpoint) -> None:
         # Only what the rules kept is judged, one step at a time so that the judge sees the

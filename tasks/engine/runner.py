@@ -69,6 +69,14 @@ def build_stage_validators(job: JobSpec) -> dict[str, list[ConfiguredValidator]]
                       for v in st.validators] for st in job.stages}
 
 
+def top_logprobs_wanted(validators: list[ConfiguredValidator]) -> int | None:
+    """How many top logprobs per token a stage's requests ask for: the most any of its
+    validators reads (None: none reads confidences, and logprobs are not asked for, so they
+    cost no bytes and any endpoint serves the stage)."""
+    wanted = [k for cv in validators if (k := cv.validator.top_logprobs()) is not None]
+    return max(wanted) if wanted else None
+
+
 @dataclass(slots=True)
 class StageOutcome:
     text: str
@@ -121,7 +129,8 @@ class Engine:
                            max_tokens=self.job.max_tokens_for(stage),
                            temperature=self.job.sampling.temperature,
                            top_p=self.job.sampling.top_p, seed=seed,
-                           expected_tokens=stage.expected_tokens)
+                           expected_tokens=stage.expected_tokens,
+                           top_logprobs=top_logprobs_wanted(self.validators[stage.name]))
 
     def _report_broken(self, exc: ValidatorStartError) -> None:
         """Once per validator and process: every sample it meets fails the same way."""

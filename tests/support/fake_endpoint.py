@@ -37,6 +37,8 @@ class Script:
     auth_key: str | None = None
     #: If a key occurs in the last user message, stream its tokens instead of `tokens`.
     by_prompt: dict[str, list[str]] = field(default_factory=dict)
+    #: Send per-token logprobs when the request asks (top logprobs -0.1, -1.1, -2.1, ...).
+    logprobs: bool = False
 
 
 @dataclass
@@ -88,9 +90,10 @@ class FakeEndpoint:
         last_user = next((m.get("content", "") for m in reversed(body.get("messages", []))
                           if m.get("role") == "user"), "")
         tokens = next((t for k, t in s.by_prompt.items() if k in last_user), s.tokens)
-        return StreamingResponse(self._events(tokens), media_type="text/event-stream")
+        top = int(body.get("top_logprobs") or 1) if body.get("logprobs") and s.logprobs else 0
+        return StreamingResponse(self._events(tokens, top), media_type="text/event-stream")
 
-    async def _events(self, tokens: list[str]) -> AsyncIterator[bytes]:
+    async def _events(self, tokens: list[str], top: int = 0) -> AsyncIterator[bytes]:
         s = self.script
         self.seen.active += 1
         self.seen.max_active = max(self.seen.max_active, self.seen.active)
@@ -106,6 +109,10 @@ class FakeEndpoint:
                     return
                 chunk: dict[str, Any] = {"id": "fake-1", "object": "chat.completion.chunk",
                                          "choices": [{"index": 0, "delta": {"content": tok}}]}
+                if top:
+                    tops = [{"token": "x", "logprob": -0.1 - j} for j in range(top)]
+                    chunk["choices"][0]["logprobs"] = {"content": [
+                        {"token": tok, "logprob": -0.1, "top_logprobs": tops}]}
                 if s.usage == "continuous":
                     chunk["usage"] = {"prompt_tokens": 5, "completion_tokens": i + 1}
                 yield f"data: {json.dumps(chunk)}\n\n".encode()

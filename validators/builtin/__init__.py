@@ -8,6 +8,7 @@ A new built-in validator is a module here and one entry in `BUILTIN_VALIDATORS`;
 from validators.base import Validator
 from validators.builtin.answer_marker import AnswerMarker
 from validators.builtin.arithmetic import ArithmeticValidator
+from validators.builtin.confidence import Confidence
 from validators.builtin.final_answer import FinalAnswer
 from validators.builtin.hallucination import Hallucination
 from validators.builtin.json_prefix import JsonPrefixValidator
@@ -19,7 +20,7 @@ from validators.builtin.ungrounded import UngroundedValidator
 from validators.builtin.well_posed import WellPosed
 
 BUILTIN_VALIDATORS: tuple[type[Validator], ...] = (
-    AnswerMarker, ArithmeticValidator, FinalAnswer, Hallucination, JsonPrefixValidator,
+    AnswerMarker, ArithmeticValidator, Confidence, FinalAnswer, Hallucination, JsonPrefixValidator,
     LengthBudget, MagnitudeValidator, NegativeValuesValidator, ReferenceAnswer, Repetition,
     UngroundedValidator, WellPosed,
 )
