@@ -17,7 +17,8 @@ from alembic import context
 from tasks.store.schema import metadata
 
 config = context.config
-target_metadata = metadata  # for `alembic revision --autogenerate` (compare with tasks/store/schema.py)
+# For `alembic revision --autogenerate` (compare with tasks/store/schema.py).
+target_metadata = metadata
 MIGRATION_LOCK_KEY = 0x666F6C64656D  # the same key as tasks.store.db._MIGRATION_LOCK_KEY
 
 

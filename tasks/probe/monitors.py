@@ -20,7 +20,8 @@ decoded after the hang-up (on an otherwise idle server).
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
@@ -88,20 +89,18 @@ class ReplayMonitor:
                               finished=mine.finish_reason is not None)
 
 
+@dataclass(slots=True)
 class MetricsMonitor:
     """A Prometheus /metrics page: a busy gauge (sum of `busy_names`) and a token counter."""
 
-    own_request = False
-
-    def __init__(self, http: ProbeHttp, *, method: AbortMethod, server: ServerKind,
-                 busy_names: tuple[str, ...], counter_names: tuple[str, ...],
-                 predicted_name: str | None = None) -> None:
-        self.http = http
-        self.method = method
-        self.server = server
-        self.busy_names = busy_names
-        self.counter_names = counter_names
-        self.predicted_name = predicted_name
+    http: ProbeHttp
+    _: KW_ONLY
+    method: AbortMethod
+    server: ServerKind
+    busy_names: tuple[str, ...]
+    counter_names: tuple[str, ...]
+    predicted_name: str | None = None
+    own_request: ClassVar[bool] = False
 
     async def snapshot(self, request_id: str | None) -> ServerSnapshot | None:
         response = await self.http.get("/metrics")

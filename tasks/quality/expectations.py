@@ -112,6 +112,16 @@ def _failed_check(queries: RunQueries, limit: float, share: pd.DataFrame) -> Che
         observe=observe)
 
 
+def _positive_tokens(queries: RunQueries, column: str, description: str) -> Check:
+    """A ledger token column is at least 1 on every call that succeeded (missing values, a
+    count the endpoint did not report, are not judged)."""
+    return Check(f"ledger_{column}_positive", description, "successful_calls",
+                 "ExpectColumnValuesToBeBetween", {"column": column, "min_value": 1},
+                 queries.failing("successful_calls", f"{column} < 1"),
+                 "successful calls", f"report {column} < 1",
+                 example=lambda row: f"{_key(row)} stage {row.stage}: {getattr(row, column):g}")
+
+
 def build_checks(queries: RunQueries, frames: Mapping[str, pd.DataFrame], *,
                  known_codes: frozenset[str], bounds: Mapping[str, tuple[float, float]],
                  max_failed_share: float = 1.0) -> list[Check]:
@@ -137,19 +147,10 @@ def build_checks(queries: RunQueries, frames: Mapping[str, pd.DataFrame], *,
               + (f" (failing_rows_sql lists the first {MAX_LISTED_KEYS})"
                  if unparsed > MAX_LISTED_KEYS else ""),
               example=lambda row: f"{_key(row)} {str(row.final_answer)[:40]!r}"),
-        Check("ledger_completion_tokens_positive",
-              "calls that succeeded report completion_tokens > 0", "successful_calls",
-              "ExpectColumnValuesToBeBetween", {"column": "completion_tokens", "min_value": 1},
-              queries.failing("successful_calls", "completion_tokens < 1"),
-              "successful calls", "report completion_tokens < 1",
-              example=lambda row: f"{_key(row)} stage {row.stage}: {row.completion_tokens}"),
-        Check("ledger_prompt_tokens_positive",
-              "calls that succeeded and report prompt_tokens report more than 0",
-              "successful_calls", "ExpectColumnValuesToBeBetween",
-              {"column": "prompt_tokens", "min_value": 1},
-              queries.failing("successful_calls", "prompt_tokens < 1"),
-              "successful calls", "report prompt_tokens < 1",
-              example=lambda row: f"{_key(row)} stage {row.stage}: {row.prompt_tokens:g}"),
+        _positive_tokens(queries, "completion_tokens",
+                         "calls that succeeded report completion_tokens > 0"),
+        _positive_tokens(queries, "prompt_tokens",
+                         "calls that succeeded and report prompt_tokens report more than 0"),
         Check("sample_keys_unique", "no two samples of the run share (prompt_id, sample_index)",
               "sample_keys", "ExpectCompoundColumnsToBeUnique",
               {"column_list": ["prompt_id", "sample_index"]},

@@ -49,7 +49,8 @@ def upgrade() -> None:
         sa.CheckConstraint("status IN ('pending', 'done')", name="ck_run_shards_status"),
         sa.CheckConstraint("samples > 0 AND shard_no >= 0 AND attempts >= 0",
                            name="ck_run_shards_counts"),
-        comment="Fixed shards of a run's work list; claims are advisory locks (tasks/run/claims.py).",
+        comment="Fixed shards of a run's work list; claims are advisory locks "
+                "(tasks/run/claims.py).",
     )
 
 

@@ -222,12 +222,18 @@ async def test_dead_endpoint_trips_and_work_moves_to_the_live_one(fake_b: FakeEn
     assert engine.breaker_trips() == {"dead": 1, "live": 0}
 
 
+def a_failing_beside_b(fake_a: FakeEndpoint, fake_b: FakeEndpoint,
+                       statuses: list[int]) -> JobSpec:
+    """Endpoint a answers `statuses` first (its breaker slow to recover), b answers at once."""
+    fake_a.reset(tokens=SOLUTION, statuses=statuses)
+    fake_b.reset(tokens=SOLUTION)
+    return make_job([endpoint("a", fake_a.base_url, breaker=SLOW_BREAKER),
+                     endpoint("b", fake_b.base_url)], ["a", "b"])
+
+
 async def test_endpoint_returns_after_recovery(fake_a: FakeEndpoint,
                                                fake_b: FakeEndpoint) -> None:
-    fake_a.reset(tokens=SOLUTION, statuses=[500] * 100)
-    fake_b.reset(tokens=SOLUTION)
-    job = make_job([endpoint("a", fake_a.base_url, breaker=SLOW_BREAKER),
-                    endpoint("b", fake_b.base_url)], ["a", "b"])
+    job = a_failing_beside_b(fake_a, fake_b, [500] * 100)
     clock = FakeClock()
     engine = engine_for(job, clock)
     for i in range(4):
@@ -330,10 +336,7 @@ async def test_an_endpoint_down_past_max_pause_fails_the_waiting_samples(
 
 async def test_malformed_request_neither_moves_nor_trips(fake_a: FakeEndpoint,
                                                          fake_b: FakeEndpoint) -> None:
-    fake_a.reset(tokens=SOLUTION, statuses=[400] * 5)
-    fake_b.reset(tokens=SOLUTION)
-    job = make_job([endpoint("a", fake_a.base_url, breaker=SLOW_BREAKER),
-                    endpoint("b", fake_b.base_url)], ["a", "b"])
+    job = a_failing_beside_b(fake_a, fake_b, [400] * 5)
     engine = engine_for(job)
     results = [await engine.run_sample(item(i)) for i in range(4)]
     assert all(r.status == "failed" and "request refused" in (r.error or "") for r in results)
