@@ -17,6 +17,9 @@ four when the reply used it all), ATTEMPTS in all, before it reports `inconclusi
 
 Either way, if the abandoned request would have ended by itself during the observation, the
 result is `inconclusive` (and `abort_honoured` unknown, null): raise `max_tokens`.
+
+One module past 300 lines on purpose: the two methods share the attempt loop, the retries with
+longer requests and the verdict, which must agree with each other.
 """
 
 from __future__ import annotations
