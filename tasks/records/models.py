@@ -19,6 +19,8 @@ class SampleStatus(StrEnum):
     ACCEPTED = "accepted"
     REJECTED = "rejected"
     FAILED = "failed"
+    #: not needed: k accepted samples of its prompt already agreed (`early_exit: {agreement: k}`)
+    SUPERSEDED = "superseded"
 
 
 FINAL_STATUSES: tuple[SampleStatus, ...] = tuple(SampleStatus)
@@ -40,6 +42,7 @@ class AbortReason(StrEnum):
     REJECTED = "rejected"
     EARLY_EXIT = "early_exit"  # the answer was complete (or a judge's score line was)
     INTERRUPTED = "interrupted"  # the run was stopped (Ctrl-C): the sample is generated again
+    AGREEMENT = "agreement"  # k accepted samples of the prompt already agreed on the answer
 
 
 class CallKind(StrEnum):

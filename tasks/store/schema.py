@@ -22,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Numeric,
     Table,
     Text,
     UniqueConstraint,
@@ -86,6 +87,10 @@ rejections = Table(
     Column("tokens_at_fire", Integer, nullable=False),
     Column("fraction_at_fire", Float, nullable=True),
     _created_at(),
+    # The text that triggered it (migration 0012): offsets into the stage text, end exclusive.
+    Column("span_start", Integer, nullable=True),
+    Column("span_end", Integer, nullable=True),
+    Column("span_text", Text, nullable=True),
     UniqueConstraint("run_id", "prompt_id", "sample_index", name="uq_rejections_key"),
     ForeignKeyConstraint(["run_id", "prompt_id", "sample_index"],
                          ["samples.run_id", "samples.prompt_id", "samples.sample_index"],
@@ -121,6 +126,14 @@ ledger = Table(
     Column("call_kind", Text, nullable=False),
     # The model the endpoint named in its chunks (migration 0009); `model` is the one asked for.
     Column("served_model", Text, nullable=True),
+    # Money (migration 0014): prices in USD per million tokens as they applied to the call;
+    # all NULL when no price is known (never a silent 0).
+    Column("cached_prompt_tokens", Integer, nullable=True),
+    Column("price_input_per_mtok", Numeric(18, 9), nullable=True),
+    Column("price_cached_input_per_mtok", Numeric(18, 9), nullable=True),
+    Column("price_output_per_mtok", Numeric(18, 9), nullable=True),
+    Column("price_source", Text, nullable=True),
+    Column("cost_usd", Numeric(18, 9), nullable=True),
 )
 
 quality_gate_results = Table(
