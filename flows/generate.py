@@ -32,6 +32,7 @@ from tasks.prefect_tasks import (
     publish_summary_task,
     quality_gate_task,
     read_summary_task,
+    write_audit_page_task,
 )
 from tasks.records.models import RunSummary
 from tasks.run.claims import PlannedShard, ShardClaims, plan_shards, this_process
@@ -251,6 +252,7 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
         logger.warning(f"the ledger counted {session_tokens} completion tokens this session; "
                        f"the replay endpoint says it sent {server_tokens}")
     if finalized:
+        summary.audit_page = write_audit_page_task(db_url, run_id, job)
         await publish_summary_task(summary, job.name, key=f"{_slug(job.name)}-summary")
     if summary.status == "failed" and share.failures:
         raise next(iter(share.failures.values()))

@@ -6,10 +6,11 @@ import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import acreate_markdown_artifact
 from prefect.cache_policies import NONE
 
+from foldem.core.errors import FoldemError
 from foldem.spec.job import JobSpec
 from foldem.spec.sections import DedupSettings, QualityGateSettings
 from tasks.outputs.export import ExportManifest, export_run
@@ -17,6 +18,7 @@ from tasks.probe.store import check_abort_probes
 from tasks.quality.dedup import DedupResult, dedup_run
 from tasks.quality.gate import GateResult, run_quality_gate, save_gate_result
 from tasks.records.models import Prompt, RunSummary, SampleResult, WorkItem
+from tasks.reports.audit_page import audit_page_path, write_audit_page
 from tasks.reports.summary import summary_markdown
 from tasks.run import lifecycle
 from tasks.run.claims import ShardRow
@@ -96,6 +98,20 @@ def export_task(database_url: str, run_id: str, job: JobSpec) -> ExportManifest:
     return export_run(database_url, run_id=run_id, out_dir=out_dir,
                       system_prompt=job.export.system_prompt, formats=job.export.formats,
                       strip_calculator_markup=job.export.strip_calculator_markup)
+
+
+@task(name="write-audit-page", retries=1, retry_delay_seconds=3, cache_policy=NONE)
+def write_audit_page_task(database_url: str, run_id: str, job: JobSpec) -> str | None:
+    """The run's audit page, next to its export; None (and a warning) when it cannot be
+    written: the run's data is in Postgres, and `foldem report --html` writes the page again."""
+    try:
+        with session_scope(get_engine(database_url)) as session:
+            return str(write_audit_page(session, run_id=run_id,
+                                        path=audit_page_path(job.export.dir, job_name=job.name,
+                                                             run_id=run_id)))
+    except FoldemError as exc:
+        get_run_logger().warning(f"no audit page for run {run_id}: {exc.message}")
+        return None
 
 
 @task(name="check-abort-probes", cache_policy=NONE)

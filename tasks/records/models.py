@@ -183,6 +183,7 @@ class RunSummary(_Model):
     quality_gate: str | None = None  # "passed", the failure message, or None when not run
     near_duplicates_removed: int | None = None  # None when dedup did not run
     exported_to: str | None = None  # the export directory, when the run was exported
+    audit_page: str | None = None  # the run's audit page (absolute path), when written
     endpoints: list[EndpointFigures] = Field(default_factory=list)  # per endpoint, by name
     stages: list[StageFigures] = Field(default_factory=list)  # in the order samples meet them
 

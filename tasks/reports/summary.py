@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tasks.records.models import RunSummary
 
 
@@ -62,6 +64,11 @@ def summary_markdown(s: RunSummary, *, job_name: str) -> str:
     if s.exported_to is not None:
         notes.append(f"Accepted samples exported to `{s.exported_to}` (JSONL/Parquet, chat and "
                      "plain forms, manifest.json).")
+    if s.audit_page is not None:
+        url = Path(s.audit_page).absolute().as_uri()
+        notes.append(f"Audit page (every sample, why each was rejected, where its stream was "
+                     f"cut): [{url}]({url}) ([rejected samples only]({url}#status=rejected)); "
+                     f"on disk at `{s.audit_page}`.")
     lines += [f"- {n}" for n in notes]
     return "\n".join(lines)
 
@@ -87,6 +94,8 @@ def summary_text(s: RunSummary) -> str:
         out.append(f"  quality gate: {s.quality_gate}")
     if s.exported_to is not None:
         out.append(f"  exported to {s.exported_to}/ (chat and plain forms, manifest.json)")
+    if s.audit_page is not None:
+        out.append(f"  audit page {s.audit_page}  ({Path(s.audit_page).absolute().as_uri()})")
     if len(s.endpoints) > 1 or any(e.breaker_trips for e in s.endpoints):
         out.append("  endpoints:")
         out += [f"    {e.endpoint:<{width}} {e.calls:>6,} calls, {e.failed_calls:,} failed, "
