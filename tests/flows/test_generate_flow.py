@@ -92,7 +92,11 @@ def test_failing_quality_gate_quarantines_and_skips_export(prefect_api: None, pg
     summary = run_flow(write_job(tmp_path, data), "it-run-gate", pg_url)
     assert summary.status == "quarantined"
     assert summary.quality_gate and "stage_acceptance_within_bounds" in summary.quality_gate
-    assert summary.exported_to is None and not (tmp_path / "it-run-gate").exists()
+    # nothing exported; the audit page, written for every run, is all its directory holds
+    out_dir = tmp_path / "it-gate-it-run-gate"
+    assert summary.exported_to is None
+    assert summary.audit_page == str((out_dir / "audit.html").resolve())
+    assert [p.name for p in out_dir.iterdir()] == ["audit.html"]
     with get_engine(pg_url).connect() as conn:
         status, gates = conn.execute(text(
             "SELECT r.status, count(g.*) FROM runs r LEFT JOIN quality_gate_results g "

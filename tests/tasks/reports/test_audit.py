@@ -15,11 +15,13 @@ import pytest
 from sqlalchemy.orm import Session
 
 from foldem.cli.main import main
+from tasks.records.models import RunSummary
 from tasks.reports.analytics import RunNotFoundError
 from tasks.reports.audit import SampleCaps, build_audit
 from tasks.reports.audit_page import render_audit_html, run_audit_path, write_audit_page
 from tasks.reports.audit_rows import AuditPage, AuditSample
 from tasks.reports.audit_text import text_pieces, valid_span
+from tasks.reports.summary import summary_markdown, summary_text
 from tasks.store import db
 from tests.support.audit_run import (
     ARITHMETIC_SPAN,
@@ -208,3 +210,16 @@ def test_foldem_report_html(audit_url: str, made: AuditRun, tmp_path: Path,
     assert main(["report", "--database-url", audit_url, "--since", "2026-01-01",
                  "--html"]) == 2
     assert "--html writes one run's audit page" in capsys.readouterr().err
+
+
+def test_the_run_summary_links_the_audit_page(tmp_path: Path) -> None:
+    page = tmp_path / "out" / "nightly-1" / "audit.html"
+    summary = RunSummary(run_id="nightly-1", samples=4, accepted=3, rejected=1, failed=0,
+                         prompt_tokens=10, completion_tokens=40, tokens_saved=5,
+                         audit_page=str(page))
+    md = summary_markdown(summary, job_name="gsm8k")
+    assert (f"- Audit page (every sample, why each was rejected, where its stream was cut): "
+            f"[{page.as_uri()}]({page.as_uri()}) ([rejected samples only]"
+            f"({page.as_uri()}#status=rejected)); on disk at `{page}`.") in md.splitlines()
+    assert f"  audit page {page}  ({page.as_uri()})" in summary_text(summary).splitlines()
+    assert "audit page" not in summary_text(summary.model_copy(update={"audit_page": None}))
