@@ -16,6 +16,7 @@ from tasks.records.models import RunSummary
 from tasks.reports.rows import AnalyticsReport
 
 PieceKind = Literal["text", "span", "omitted"]
+TAIL_CHARS = 140  # of a sample's streamed text, shown in its row of the list
 
 
 class TextPiece(BaseModel):
@@ -100,9 +101,6 @@ class AuditSample(BaseModel):
         last = self.stages[-1]
         text = "".join(p.text for p in last.pieces if p.kind != "omitted")
         return text[-TAIL_CHARS:].replace("\n", " ⏎ ")
-
-
-TAIL_CHARS = 140
 
 
 class StatusCount(BaseModel):

@@ -23,6 +23,7 @@ from tasks.reports.audit_rows import AuditPage, AuditSample
 from tasks.reports.audit_text import text_pieces, valid_span
 from tasks.reports.summary import summary_markdown, summary_text
 from tasks.store import db
+from tasks.store.storage import start_run
 from tests.support.audit_run import (
     ARITHMETIC_SPAN,
     ARITHMETIC_TEXT,
@@ -223,3 +224,14 @@ def test_the_run_summary_links_the_audit_page(tmp_path: Path) -> None:
             f"({page.as_uri()}#status=rejected)); on disk at `{page}`.") in md.splitlines()
     assert f"  audit page {page}  ({page.as_uri()})" in summary_text(summary).splitlines()
     assert "audit page" not in summary_text(summary.model_copy(update={"audit_page": None}))
+
+
+def test_a_run_without_samples_has_a_page_that_says_so(session: Session) -> None:
+    run_id = f"audit-empty-{uuid.uuid4().hex[:8]}"
+    start_run(session, run_id=run_id, job_name="audit-test", spec={}, spec_hash="h",
+              code_version="test", samples_expected=8)
+    page = build_audit(session, run_id=run_id)
+    assert (page.samples, page.counts, page.omitted) == ([], [], 0)
+    doc = render_audit_html(page)
+    assert "No stage was reached" in doc and "<b id=\"shown\">0</b>" in doc
+    assert "no price known" in doc

@@ -107,5 +107,11 @@ def test_filters_highlight_and_hostile_text_in_chromium(page_file: tuple[Path, A
 
         assert fetched_elsewhere(tab) == []
         tab.screenshot(tmp_path / "highlight.png")
+
+        # a link may preselect the filters (a fresh load: a change of fragment alone is not one)
+        tab.open("about:blank")
+        tab.open(path.as_uri() + "#status=rejected&validator=repetition")
+        assert visible_keys(tab) == ["p-loop#0"]
+        assert tab.evaluate("document.getElementById('f-validator').value") == "repetition"
     DOCS_AUDIT.mkdir(parents=True, exist_ok=True)
     (DOCS_AUDIT / "audit-highlight.png").write_bytes((tmp_path / "highlight.png").read_bytes())
