@@ -100,10 +100,11 @@ def export_task(database_url: str, run_id: str, job: JobSpec) -> ExportManifest:
                       strip_calculator_markup=job.export.strip_calculator_markup)
 
 
-@task(name="write-audit-page", retries=1, retry_delay_seconds=3, cache_policy=NONE)
+@task(name="write-audit-page", cache_policy=NONE)
 def write_audit_page_task(database_url: str, run_id: str, job: JobSpec) -> str | None:
     """The run's audit page, next to its export; None (and a warning) when it cannot be
-    written: the run's data is in Postgres, and `foldem report --html` writes the page again."""
+    written. The run is finished and its data in Postgres by then, so a page that fails never
+    fails the run: `foldem report --run ID --html` writes it again."""
     try:
         with session_scope(get_engine(database_url)) as session:
             return str(write_audit_page(session, run_id=run_id,
@@ -111,7 +112,9 @@ def write_audit_page_task(database_url: str, run_id: str, job: JobSpec) -> str |
                                                              run_id=run_id)))
     except FoldemError as exc:
         get_run_logger().warning(f"no audit page for run {run_id}: {exc.message}")
-        return None
+    except Exception:  # noqa: BLE001 - a report is not worth failing a finished run for
+        get_run_logger().exception(f"no audit page for run {run_id} (a bug: please report it)")
+    return None
 
 
 @task(name="check-abort-probes", cache_policy=NONE)
