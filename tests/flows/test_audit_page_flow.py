@@ -2,7 +2,8 @@
 prompts) runs through the `generate` flow against the replay endpoint and embedded Postgres;
 the page it writes next to its export opens from disk in headless Chromium, lists every
 sample, and filtered to the rejected ones shows where each stream was cut. Screenshots go to
-docs/audit/ (docs/AUDIT.md embeds them).
+docs/audit/ (docs/AUDIT.md embeds them), with the recorded text blurred: the recordings stay
+in ../shared/data, not in the repository.
 
 Skipped without Chromium (Debian: `make browser`).
 """
@@ -56,6 +57,7 @@ def test_demo_run_writes_an_audit_page_that_opens_from_disk(
     with chromium_tab(chromium, tmp_path / "profile", window=(1440, 1000)) as tab:
         tab.open(page.as_uri())
         assert tab.evaluate(f"{ROWS}.length") == summary.samples  # all listed: a small run
+        tab.redact_recorded_text()
         tab.screenshot(tmp_path / "overview.png")
 
         tab.evaluate("(() => { const e = document.getElementById('f-status'); "
@@ -77,6 +79,7 @@ def test_demo_run_writes_an_audit_page_that_opens_from_disk(
         assert facts["tail"] and facts["height"] > 0
         assert facts["note"].startswith("✂ stream cut here after ")
         assert ": rejected by " in facts["note"]
+        tab.redact_recorded_text()
         tab.screenshot(tmp_path / "rejected.png")
         errors = [e for e in tab.events if e.get("method") == "Runtime.exceptionThrown"]
         assert errors == []

@@ -82,6 +82,28 @@ class Tab:
         self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
 
+    def redact_recorded_text(self) -> None:
+        """Blur, on an audit page, the text that came from recorded generations (problems,
+        streamed texts, answers, quoted spans), keeping the layout, highlights and cut marks:
+        screenshots of runs over ../shared/data go into docs/, and the recordings themselves
+        stay out of the repository. Styles are set through the CSSOM, which the page's
+        Content-Security-Policy allows."""
+        self.evaluate("""(() => {
+            const blur = el => { el.style.setProperty('color', 'transparent', 'important');
+                el.style.setProperty('text-shadow', '0 0 12px rgba(0,0,0,.6)', 'important'); };
+            const recorded = new Set(['problem', 'reference answer', 'final answer', 'reason',
+                                      'span']);
+            document.querySelectorAll('dt').forEach(dt => {
+                if (recorded.has(dt.textContent.trim()) && dt.nextElementSibling)
+                    blur(dt.nextElementSibling); });
+            document.querySelectorAll('pre.text, pre.text mark, .tail bdi, ' +
+                'details:not(.s-rejected) .where').forEach(blur);
+            document.querySelectorAll('pre.text .end, .tail .cutmark, .tail bdi > *')
+                .forEach(el => { if (!el.matches('.cutmark, .end')) return;
+                    el.style.setProperty('color', '#c0392b', 'important');
+                    el.style.setProperty('text-shadow', 'none', 'important'); });
+        })()""")
+
     def screenshot(self, path: Path, *, full_page: bool = False) -> None:
         params: dict[str, Any] = {"format": "png", "captureBeyondViewport": full_page}
         if full_page:
