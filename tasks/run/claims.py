@@ -3,7 +3,9 @@
 A run's work list (every prompt x sample index, in prompt order) is cut into shards of the
 job's `shard_size` over the *whole* list, so every flow run of a run id — the first, a peer on
 another machine, a resume after a crash — computes the same shards. The first one records them
-in `run_shards`; the others find them there (and refuse to go on if they cut differently).
+in `run_shards`; the others find them there (and refuse to go on if they cut differently). Under
+early exit by agreement the cuts fall between prompts: a prompt's samples share one shard, so
+its agreement is decided in one process.
 
 Claiming a shard is taking a session-level `pg_try_advisory_lock` on the flow run's own
 connection, then checking in `run_shards` that the shard is not done yet. Finishing it marks it

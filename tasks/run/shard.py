@@ -6,6 +6,10 @@ Nothing is lost on a crash beyond the samples still in flight: each finished sam
 they sent, cut short, are written with the last batch: the tokens were paid for. A re-run skips
 samples already in a final state, so a retried shard resumes instead of duplicating.
 
+Under early exit by agreement (the job's `early_exit: {agreement: k}`) a shard holds whole
+prompts, and each prompt's samples run under tasks/engine/agreement.py: only those that could
+still complete the agreement stream; the rest are written 'superseded' once k agree.
+
 A database that goes away for a moment (a restart, a failover) is waited for: a batch that
 fails with DatabaseError is retried with backoff, and the finished samples stay buffered
 meanwhile. If it stays away longer, the shard fails cleanly — its samples still running are
@@ -25,6 +29,7 @@ from tasks.engine.agreement import AnswerTally, run_prompt
 from tasks.engine.runner import Engine, SampleCut
 from tasks.records.models import SampleResult, WorkItem
 from tasks.run.progress import ProgressBoard
+from validators.lib.answer_equivalence import warm_up
 
 SaveBatch = Callable[[Sequence[SampleResult]], None]
 log = logging.getLogger("foldem.shard")
@@ -139,6 +144,9 @@ async def process_items(engine: Engine, items: Sequence[WorkItem], *, save: Save
     if agreement is None:
         work = [one(item) for item in items]
     else:
+        # Comparing answers may need math-verify, whose first use is slow: pay it once per
+        # process off the event loop, not on the stream of the first sample that needs it.
+        await asyncio.to_thread(warm_up)
         by_prompt: dict[str, list[WorkItem]] = {}
         for item in items:
             by_prompt.setdefault(item.prompt.prompt_id, []).append(item)
