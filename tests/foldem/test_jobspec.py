@@ -132,3 +132,9 @@ def test_agreement_loads_and_leaves_other_specs_hashes_alone(tmp_path: Path) -> 
     assert job.spec_hash() != plain.spec_hash()
     # A spec without the section hashes as before it existed (runs started earlier resume).
     assert "early_exit" not in plain.model_dump(mode="json", exclude_defaults=True)
+
+
+def test_agreement_example_loads() -> None:
+    job = load_job(PROJECT_ROOT / "examples" / "gsm8k-agreement.yaml")
+    assert job.early_exit is not None and job.early_exit.agreement <= job.samples_per_prompt
+    assert all(st.kind == "solve" for st in job.stages)
