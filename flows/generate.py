@@ -42,7 +42,7 @@ from tasks.run.lifecycle import run_progress
 from tasks.run.preflight import preflight_run
 from tasks.run.progress import ProgressBoard
 from tasks.run.prompts import work_items
-from tasks.run.shard_pool import Share, lanes_for, work_through
+from tasks.run.shard_pool import Share, lanes_for, shard_streams, work_through
 
 
 def new_run_id(job_name: str) -> str:
@@ -94,7 +94,7 @@ async def _fan_out(ctx: RunContext, claims: ShardClaims, shards: list[PlannedSha
     streams = sum(ep.max_concurrent_streams for ep in ctx.job.endpoints)
     try:
         share = await work_through(claims, shards, run_shard,
-                                   lanes=lanes_for(streams, ctx.job.shard_size))
+                                   lanes=lanes_for(streams, shard_streams(ctx.job)))
     finally:
         reporter.cancel()
     await _read_run_progress(ctx)
@@ -209,7 +209,8 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
     prompts = load_prompts_task(job)
     db_url = prepare_database_task(job, database_url)
     total = len(prompts) * job.samples_per_prompt
-    shards = plan_shards(work_items(prompts, job.samples_per_prompt), job.shard_size)
+    shards = plan_shards(work_items(prompts, job.samples_per_prompt), job.shard_size,
+                         whole_prompts=job.early_exit is not None)
     claims = ShardClaims(db_url, run_id, owner=str(flow_run.id or this_process()))
     server_tokens: int | None = None
     try:

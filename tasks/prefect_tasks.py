@@ -17,7 +17,7 @@ from tasks.outputs.export import ExportManifest, export_run
 from tasks.probe.store import check_abort_probes
 from tasks.quality.dedup import DedupResult, dedup_run
 from tasks.quality.gate import GateResult, run_quality_gate, save_gate_result
-from tasks.records.models import Prompt, RunSummary, SampleResult, WorkItem
+from tasks.records.models import Prompt, RunSummary, SampleResult, SampleStatus, WorkItem
 from tasks.reports.audit_page import audit_page_path, write_audit_page
 from tasks.reports.summary import summary_markdown
 from tasks.run import lifecycle
@@ -50,7 +50,8 @@ def begin_run_task(database_url: str, job: JobSpec, run_id: str, samples_expecte
 @task(name="process-shard", retries=2, retry_delay_seconds=5, cache_policy=NONE)
 async def process_shard_task(run_id: str, shard_no: int,
                              items: Sequence[WorkItem]) -> dict[str, int]:
-    """Run one shard's samples; on a retry, samples already written are skipped."""
+    """Run one shard's samples; on a retry, samples already written are skipped (and under
+    agreement, each prompt's stored accepted answers count towards its k)."""
     ctx = get_context(run_id)
     pending = await asyncio.to_thread(lifecycle.pending, ctx.database_url, run_id=run_id,
                                       items=items)
@@ -58,8 +59,13 @@ async def process_shard_task(run_id: str, shard_no: int,
     def save(batch: Sequence[SampleResult]) -> None:
         lifecycle.save_batch(ctx.database_url, batch)
 
-    results = await process_items(ctx.engine, pending, save=save, board=ctx.board)
-    counts = {"accepted": 0, "rejected": 0, "failed": 0}
+    agreement = ctx.job.early_exit
+    agreed = (await asyncio.to_thread(lifecycle.accepted_answers, ctx.database_url,
+                                      run_id=run_id, items=pending)
+              if agreement is not None and pending else None)
+    results = await process_items(ctx.engine, pending, save=save, board=ctx.board,
+                                  agreement=agreement, agreed=agreed)
+    counts = {str(status): 0 for status in SampleStatus}
     for r in results:
         counts[r.status] += 1
     counts["skipped"] = len(items) - len(pending)

@@ -84,8 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.summary_json:
         path = Path(args.summary_json)
         path.parent.mkdir(parents=True, exist_ok=True)
-        keys = ["run_id", "samples", "accepted", "rejected", "failed", "prompt_tokens",
-                "completion_tokens", "tokens_saved", "server_tokens_sent", "endpoints"]
+        keys = ["run_id", "samples", "accepted", "rejected", "failed", "superseded",
+                "prompt_tokens", "completion_tokens", "tokens_saved", "agreement_tokens_saved",
+                "server_tokens_sent", "endpoints"]
         data = summary.model_dump()
         path.write_text(json.dumps({k: data[k] for k in keys} | {"status": summary.status},
                                    indent=2) + "\n")

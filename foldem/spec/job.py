@@ -27,6 +27,7 @@ from foldem.spec.endpoints import (
     Replay,
 )
 from foldem.spec.sections import (
+    AgreementExit,
     DedupSettings,
     Export,
     PromptSource,
@@ -49,6 +50,10 @@ class JobSpec(_Strict):
                               "base_url is 'local'.")
     sampling: Sampling = Field(default_factory=lambda: Sampling())
     stages: list[Stage] = Field(min_length=1)
+    early_exit: AgreementExit | None = Field(
+        None, description="Stop a prompt's remaining samples once k accepted samples agree on "
+        "the final answer: `{agreement: k}`. (A stage's own early_exit stops one stream at its "
+        "complete final answer.)")
     shard_size: int = Field(32, ge=1, le=100_000, description="Samples per Prefect task.")
     in_flight: bool = Field(True, description="Judge while streaming and abort at the first "
                             "rejection (MSIFR). false: generate every sample in full, then filter "
@@ -89,6 +94,16 @@ class JobSpec(_Strict):
             raise ValueError(f"quality_gate.acceptance_bounds names unknown stage(s) "
                              f"{sorted(unknown)}; stages: {stage_names}")
         kinds = [s.kind for s in self.stages]
+        if self.early_exit is not None:
+            k = self.early_exit.agreement
+            if k > self.samples_per_prompt:
+                raise ValueError(f"early_exit.agreement is {k}, but a prompt has only "
+                                 f"samples_per_prompt = {self.samples_per_prompt} samples: k "
+                                 "accepted samples could never agree (lower k or raise "
+                                 "samples_per_prompt)")
+            if "problem" in kinds:
+                raise ValueError("early_exit.agreement: with a 'problem' stage every sample "
+                                 "solves a problem of its own, so their answers cannot agree")
         if "solve" not in kinds:
             raise ValueError("a job needs a 'solve' stage")
         for i, kind in enumerate(kinds):

@@ -162,7 +162,8 @@ class Stage(_Strict):
     threshold: float = Field(0.5, ge=0, le=1, description="Reject when the product of soft "
                              "scores falls below this.")
     early_exit: bool = Field(True, description="Stop the stream once a complete final answer "
-                             "has been written.")
+                             "has been written. (Stopping a prompt's other samples once k agree "
+                             "is the job-level `early_exit: {agreement: k}`.)")
     expected_tokens: int | None = Field(None, ge=1, description="Expected completion length; "
                                         "used by fraction checkpoints and tokens-saved figures.")
     max_tokens: int | None = Field(None, ge=1, description="Overrides sampling.max_tokens.")
@@ -189,6 +190,16 @@ class Stage(_Strict):
                              f"stage can be calibrated on them (this one is {self.kind!r})")
         return self
 
+    @field_validator("early_exit", mode="before")
+    @classmethod
+    def _early_exit_is_a_switch(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            raise ValueError("a stage's early_exit is true or false (stop the stream at a "
+                             "complete final answer); agreement across a prompt's samples is "
+                             "set for the whole job: move it to the top level as "
+                             "`early_exit: {agreement: k}`")
+        return v
+
     @field_validator("endpoint")
     @classmethod
     def _endpoint_list(cls, v: str | list[str] | None) -> str | list[str] | None:
@@ -208,6 +219,41 @@ class Stage(_Strict):
     @classmethod
     def _template(cls, v: str) -> str:
         return _template_fields(v, TEMPLATE_FIELDS)
+
+
+class AgreementExit(_Strict):
+    """The job's `early_exit:` section: stop a prompt's remaining samples once `agreement`
+    accepted samples agree on the final answer (equal normal forms, or equivalent by the answer
+    comparison the validators use). A sample not needed then is stored as 'superseded'."""
+
+    agreement: int = Field(description="How many accepted samples must agree (k, at least 2 "
+                           "and at most samples_per_prompt).")
+    spare: int = Field(0, ge=0, le=1000, description="Samples a prompt may stream beyond those "
+                       "that could still complete the agreement: a prompt finishes sooner, and "
+                       "the spare streams still running when k agree are cut (ledger "
+                       "abort_reason 'agreement'). 0: a sample starts only when it is needed, "
+                       "so agreement never wastes a token.")
+
+    @field_validator("agreement")
+    @classmethod
+    def _at_least_two(cls, k: int) -> int:
+        if k < 2:
+            raise ValueError(f"agreement must be at least 2, got {k}: one sample agrees with "
+                             "nothing (to keep every accepted sample, leave early_exit out)")
+        return k
+
+    @model_validator(mode="before")
+    @classmethod
+    def _a_mapping(cls, data: Any) -> Any:
+        if isinstance(data, bool):
+            raise ValueError("the job-level early_exit stops a prompt's samples once k agree: "
+                             "write `early_exit: {agreement: k}`; to stop a stream at its "
+                             "complete final answer, set `early_exit: true` on the stage "
+                             "(stages[].early_exit, on by default)")
+        if isinstance(data, int):
+            raise ValueError(f"write `early_exit: {{agreement: {data}}}` (k accepted samples "
+                             "that agree end the prompt)")
+        return data
 
 
 #: The file formats an export may be written in, in the order they are written: the one list of

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from foldem.core.tokens import count_tokens
 from foldem.core.traces import Trace
 from tasks.bench.replay_runs import ModeResult, SampleRow
+from tasks.records.models import FINAL_STATUSES
 
 SUMMARY_KEYS = (
     "traces", "tokens_full", "tokens_msifr", "token_reduction", "oracle_step_reduction",
@@ -131,7 +132,8 @@ def _variant(base: ModeResult, variant: ModeResult | None, full_tokens: int
         "kept_subset_of_msifr": kept <= {i for i, r in base_rows.items()
                                          if r.status == "accepted"},
         "early_exits": sum(r.abort_reason == "early_exit" for r in rows.values()),
-        "not_generated": sum(r.status is None for r in rows.values()),
+        "not_generated": sum(r.status == "superseded" and not r.calls for r in rows.values()),
+        "cut_by_agreement": sum(r.abort_reason == "agreement" for r in rows.values()),
         "wall_seconds": variant.wall_seconds,
         "server_tokens_match": variant.server.ok,
     }
@@ -156,14 +158,13 @@ def early_exit_block(msifr: ModeResult, full_tokens: int, answer: ModeResult | N
 
 def fault_figures(result: ModeResult) -> dict[str, int]:
     """What a faulty endpoint did to one mode's run: samples failed (with a reason), lost (no
-    row in a final state; an agreement mode skips samples by design, so only planned ones that
-    ran count), duplicated (a second sample row, or a second ledger row for one sample's call)
+    row in a final state; one an agreement mode did not need is 'superseded', final),
+    duplicated (a second sample row, or a second ledger row for one sample's call)
     and the ledger's shortfall against the tokens the replay says it sent."""
     rows = result.rows.values()
     return {
         "failed": sum(r.status == "failed" for r in rows),
-        "lost": sum(r.sample_rows == 0 or r.status not in ("accepted", "rejected", "failed")
-                    for r in rows if r.calls or not result.mode.agreement_k),
+        "lost": sum(r.sample_rows == 0 or r.status not in FINAL_STATUSES for r in rows),
         "duplicated": sum(max(0, r.sample_rows - 1) + max(0, r.calls - 1) for r in rows),
         "ledger_mismatch": result.server.server_total - result.server.ledger_total,
     }

@@ -13,8 +13,10 @@ separator per job, while a faithful replay needs one item per recording (problem
 recordings) and, over mixed files, one checkpoint separator per trace. The flow's own shard
 task calls the same `process_items`, so only the orchestration differs.
 
-Agreement early exit (`agreement_k`): the samples of a prompt run one after another; once k
-accepted samples agree on the final answer, the prompt's remaining samples are not generated.
+Agreement early exit (`agreement_k`): the job's `early_exit: {agreement: k}`, run by the same
+`process_items` as the flow (tasks/engine/agreement.py): once k accepted samples of a prompt
+agree on the final answer, its remaining samples are not generated (stored as 'superseded').
+Without spare streams it generates exactly the samples a one-after-another run would.
 """
 
 from __future__ import annotations
@@ -33,14 +35,14 @@ from foldem.replay.launcher import ReplayServer
 from foldem.replay.traces import ANY_GENERATOR
 from foldem.spec.endpoints import REPLAY
 from foldem.spec.job import JobSpec
+from foldem.spec.sections import AgreementExit
 from tasks.endpoints.client import EndpointClient, resolve_api_key
 from tasks.engine.runner import Engine, build_stage_validators
 from tasks.records.models import Prompt, SampleResult, WorkItem
 from tasks.run import lifecycle
-from tasks.run.shard import ResultWriter, process_items
+from tasks.run.shard import process_items
 from tasks.store.db import get_engine, session_scope
 from tasks.store.schema import ledger, rejections, samples
-from validators.lib.answers import normalize_answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +59,8 @@ class ModeSpec(BaseModel):
 
 
 class SampleRow(BaseModel):
-    """One trace's outcome in one mode, as stored (None status: not generated, agreement)."""
+    """One trace's outcome in one mode, as stored ('superseded' without calls: not generated,
+    agreement)."""
 
     trace_id: str
     status: str | None = None
@@ -135,37 +138,10 @@ def mode_job(job: JobSpec, mode: ModeSpec, separator: str, concurrency: int) -> 
                                | ({} if ep.name in judges else {"model": ANY_GENERATOR}))
                  for ep in job.endpoints]
     sampling = job.sampling.model_copy(update={"seed_per_sample": True})
+    agreement = AgreementExit(agreement=mode.agreement_k) if mode.agreement_k else None
     return job.model_copy(update={"in_flight": mode.in_flight, "stages": stages,
-                                  "endpoints": endpoints, "sampling": sampling})
-
-
-def _agreed(answers: list[str], k: int) -> bool:
-    return any(answers.count(a) >= k for a in set(answers))
-
-
-async def _run_with_agreement(engines: dict[str, Engine], planned: list[PlannedItem],
-                              writer: ResultWriter, k: int) -> None:
-    by_prompt: dict[str, list[PlannedItem]] = {}
-    for p in planned:
-        by_prompt.setdefault(p.item.prompt.prompt_id, []).append(p)
-
-    async def prompt_samples(group: list[PlannedItem]) -> None:
-        answers: list[str] = []
-        for p in sorted(group, key=lambda g: g.item.sample_index):
-            if _agreed(answers, k):
-                return  # enough samples agree: the rest are not generated
-            result = await engines[p.trace.separator].run_sample(p.item)
-            await writer.add(result)
-            answer = normalize_answer(result.final_answer or "")
-            if result.status == "accepted" and answer:
-                answers.append(answer)
-
-    ticker = asyncio.create_task(writer.run_periodic())
-    try:
-        await asyncio.gather(*(prompt_samples(g) for g in by_prompt.values()))
-    finally:
-        ticker.cancel()
-        await writer.flush()
+                                  "endpoints": endpoints, "sampling": sampling,
+                                  "early_exit": agreement})
 
 
 async def _generate(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], run_id: str,
@@ -184,13 +160,15 @@ async def _generate(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], ru
     def save(batch: Sequence[SampleResult]) -> None:
         lifecycle.save_batch(db_url, batch)
 
+    separator_of = {(p.item.prompt.prompt_id, p.item.sample_index): p.trace.separator
+                    for p in planned}
+
+    def engine_for(item: WorkItem) -> Engine:
+        return engines[separator_of[(item.prompt.prompt_id, item.sample_index)]]
+
     try:
-        if mode.agreement_k:
-            await _run_with_agreement(engines, planned, ResultWriter(save), mode.agreement_k)
-        else:
-            await asyncio.gather(*(process_items(
-                engines[sep], [p.item for p in planned if p.trace.separator == sep], save=save)
-                for sep in separators))
+        await process_items(engines[separators[0]], [p.item for p in planned], save=save,
+                            agreement=first.early_exit, engine_for=engine_for)
     finally:
         for client in clients.values():
             await client.aclose()

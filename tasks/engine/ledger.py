@@ -35,8 +35,8 @@ def ledger_row(site: CallSite, attempt: CallAttempt, *, call_kind: CallKind = Ca
                aborted: bool = False, abort_reason: AbortReason | None = None,
                expected_tokens: int | None = None) -> LedgerEntry:
     """One endpoint's part of a call. An aborted call saved what it would still have cost up
-    to the stage's expected length; one cut by an interrupt saved nothing (its sample is
-    generated again on resume)."""
+    to the stage's expected length (one cut because k sibling samples agreed too); one cut by
+    an interrupt saved nothing (its sample is generated again on resume)."""
     st = attempt.stats
     saving = aborted and abort_reason is not AbortReason.INTERRUPTED and expected_tokens
     saved = max(0, expected_tokens - st.completion_tokens) if saving and expected_tokens else 0

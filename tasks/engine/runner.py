@@ -78,6 +78,14 @@ def top_logprobs_wanted(validators: list[ConfiguredValidator]) -> int | None:
 
 
 @dataclass(slots=True)
+class SampleCut:
+    """Why a running sample's task is cancelled: whoever cancels it for a reason of its own
+    (enough sibling samples agreed) sets `reason` first; a bare cancel is an interrupt."""
+
+    reason: AbortReason = AbortReason.INTERRUPTED
+
+
+@dataclass(slots=True)
 class StageOutcome:
     text: str
     stats: CallStats  # the last attempt's (the stream the text came from)
@@ -180,27 +188,46 @@ class Engine:
         return outcome
 
     def ledger_entries(self, item: WorkItem, stage: Stage, out: StageOutcome, *,
-                       interrupted: bool = False) -> list[LedgerEntry]:
+                       cut: AbortReason | None = None) -> list[LedgerEntry]:
         """One row per endpoint the stage's call went to, and per endpoint each of its step
-        judgements went to. `interrupted`: the stage was cut by an interrupt."""
+        judgements went to. `cut`: why the stage was cancelled from outside (an interrupt,
+        or enough sibling samples agreed), if it was."""
         site = CallSite(self.run_id, item, stage.name)
-        reason: AbortReason | None = AbortReason.INTERRUPTED if interrupted else None
-        if out.aborted and out.decision is not None and not interrupted:
+        reason = cut
+        if out.aborted and out.decision is not None and cut is None:
             reason = (AbortReason.REJECTED if out.decision.action is Action.REJECT
                       else AbortReason.EARLY_EXIT)
-        rows = (generation_rows(site, out.attempts, aborted=out.aborted or interrupted,
+        rows = (generation_rows(site, out.attempts, aborted=out.aborted or cut is not None,
                                 abort_reason=reason,
                                 expected_tokens=stage.expected_tokens)
                 + judgement_rows(site, out.judgements))
         self.session_completion_tokens += sum(r.completion_tokens for r in rows)
         return rows
 
+    def _cut_short(self, item: WorkItem, stage: Stage, out: StageOutcome,
+                   result: SampleResult, reason: AbortReason) -> SampleResult:
+        """The sample as it stands when its task was cancelled during `stage`, with the ledger
+        rows of every call it sent, the one cut short included (they cost tokens)."""
+        if reason is AbortReason.INTERRUPTED:
+            for attempt in out.attempts:  # nothing streamed: not a successful call
+                if attempt.stats.error is None and not attempt.stats.completion_tokens:
+                    attempt.stats.error = "interrupted before the first token"
+        result.ledger.extend(self.ledger_entries(item, stage, out, cut=reason))
+        if reason is AbortReason.AGREEMENT:  # final: not generated again on resume
+            result.status, result.stages = SampleStatus.SUPERSEDED, []
+            result.final_answer, result.early_exit, result.rejection = None, False, None
+        else:  # not final: only the calls are written, the sample is generated again
+            result.status, result.error = SampleStatus.FAILED, "interrupted"
+            result.interrupted = True
+        return result
+
     async def run_sample(self, item: WorkItem, *,
-                         on_interrupt: Callable[[SampleResult], None] | None = None
-                         ) -> SampleResult:
-        """The sample through its stages. Cancelled (Ctrl-C), it hands `on_interrupt` the
-        sample marked `interrupted` with the ledger rows of every call it sent, the one cut
-        short included: they cost tokens, and are written though the sample is not."""
+                         on_interrupt: Callable[[SampleResult], None] | None = None,
+                         cut: SampleCut | None = None) -> SampleResult:
+        """The sample through its stages. Cancelled, it hands `on_interrupt` the sample with
+        the ledger rows of every call it sent, the one cut short included: they cost tokens.
+        Why it was cancelled is `cut.reason`: an interrupt (Ctrl-C; the default) marks it
+        `interrupted`, written as calls only; agreement marks it `superseded`, a final state."""
         prompt = item.prompt
         fields = {"problem": prompt.text, "seed": prompt.text,
                   "reference": prompt.reference_answer or "", "solution": ""}
@@ -217,14 +244,8 @@ class Engine:
                 await self.run_stage(stage, fields, ctx, seed, out)
             except asyncio.CancelledError:
                 if on_interrupt is not None:
-                    for attempt in out.attempts:  # nothing streamed: not a successful call
-                        if attempt.stats.error is None and not attempt.stats.completion_tokens:
-                            attempt.stats.error = "interrupted before the first token"
-                    result.ledger.extend(self.ledger_entries(item, stage, out,
-                                                             interrupted=True))
-                    result.status, result.error = SampleStatus.FAILED, "interrupted"
-                    result.interrupted = True
-                    on_interrupt(result)
+                    reason = cut.reason if cut is not None else AbortReason.INTERRUPTED
+                    on_interrupt(self._cut_short(item, stage, out, result, reason))
                 raise
             # every call made (even a failed one) goes in the ledger
             result.ledger.extend(self.ledger_entries(item, stage, out))

@@ -45,6 +45,7 @@ class ExportCounts(_Model):
     accepted: int = 0
     rejected: int = 0
     failed: int = 0
+    superseded: int = 0  # not generated: k samples of the prompt agreed (never exported)
     exported: int = 0
 
 

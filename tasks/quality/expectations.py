@@ -83,11 +83,11 @@ def stage_column(index: int) -> str:
 
 
 def failed_share_frame(sample_keys: pd.DataFrame) -> pd.DataFrame:
-    """One row: the share of the run's samples that failed (endpoint errors), None for a run
-    without samples."""
+    """One row: the share of the run's generated samples that failed (endpoint errors), None
+    for a run without any. Superseded samples (k siblings agreed) were not needed: not counted."""
     import pandas as pd
 
-    total = len(sample_keys)
+    total = int((sample_keys["status"] != "superseded").sum()) if len(sample_keys) else 0
     failed = int((sample_keys["status"] == "failed").sum()) if total else 0
     return pd.DataFrame([{"failed_share": failed / total if total else None,
                           "failed": failed, "samples": total}], dtype=object)
@@ -107,7 +107,8 @@ def _failed_check(queries: RunQueries, limit: float, share: pd.DataFrame) -> Che
         # The failed samples, listed only when there are too many of them.
         queries.failing("sample_keys", "status = 'failed' AND (SELECT avg((s2.status = 'failed')"
                         f"::int) FROM samples AS s2 WHERE s2.run_id = "
-                        f"{sql_literal(queries.run_id)}) > {limit!r}::float8"),
+                        f"{sql_literal(queries.run_id)} AND s2.status <> 'superseded') > "
+                        f"{limit!r}::float8"),
         "runs", "failed too many samples",
         observe=observe)
 

@@ -43,15 +43,18 @@ LEFT JOIN LATERAL (
     WHERE {solve_filter} ORDER BY t.pos DESC LIMIT 1) AS sol ON true
 WHERE s.run_id = {run} AND s.status = 'accepted'
 """
+# Every sample row, superseded ones too (keys must be unique); the failed share leaves them out.
 _SAMPLE_KEYS = """
 SELECT s.id AS sample_id, s.prompt_id, s.sample_index, s.status,
        count(*) OVER (PARTITION BY s.prompt_id, s.sample_index) AS copies
 FROM samples AS s WHERE s.run_id = {run}
 """
+# Calls that succeeded; one cut because k sibling samples agreed may have streamed nothing.
 _CALLS = """
 SELECT l.call_id::text AS call_id, l.prompt_id, l.sample_index, l.stage, l.endpoint,
        l.prompt_tokens, l.completion_tokens, l.count_source
 FROM ledger AS l WHERE l.run_id = {run} AND l.error IS NULL
+    AND l.abort_reason IS DISTINCT FROM 'agreement'
 """
 _REJECTIONS = """
 SELECT r.prompt_id, r.sample_index, r.stage, r.validator, r.reason_code

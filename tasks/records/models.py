@@ -160,7 +160,8 @@ class StageFigures(_Model):
     reached: int = 0  # samples with a call at this stage
     rejected: int = 0
     failed: int = 0  # samples whose call at this stage ended in an error
-    passed: int = 0  # reached - rejected - failed: on to the next stage, or accepted
+    superseded: int = 0  # samples cut at this stage because k siblings agreed
+    passed: int = 0  # reached - rejected - failed - superseded: on to the next stage, or accepted
 
 
 class RunSummary(_Model):
@@ -176,6 +177,14 @@ class RunSummary(_Model):
     tokens_saved: int
     server_tokens_sent: int | None = None
     status: str = "completed"
+    #: Early exit by agreement: samples not needed because k accepted samples of their prompt
+    #: agreed (`superseded`), those of them cut while streaming (`agreement_cut_calls`: ledger
+    #: rows with abort_reason 'agreement'), and the completion tokens agreement saved, an
+    #: estimate: the cut calls' tokens_saved, plus for each superseded sample that never
+    #: started what a generated sample of the run cost on average.
+    superseded: int = 0
+    agreement_cut_calls: int = 0
+    agreement_tokens_saved: int = 0
     rejections_by_validator: dict[str, int] = Field(default_factory=dict)
     rejections_by_stage: dict[str, int] = Field(default_factory=dict)
     calls: int = 0

@@ -39,7 +39,13 @@ class RunNotFoundError(FoldemError):
 
 # ------------------------------------------------------------------------------------ queries
 
-_RUNS = "SELECT * FROM run_overview WHERE run_id = ANY(:run_ids) ORDER BY started_at, run_id"
+_RUNS = """
+SELECT o.*, coalesce(s.superseded, 0) AS superseded
+FROM run_overview AS o
+LEFT JOIN (SELECT run_id, count(*) AS superseded FROM samples
+           WHERE status = 'superseded' AND run_id = ANY(:run_ids) GROUP BY run_id) AS s
+    USING (run_id)
+WHERE o.run_id = ANY(:run_ids) ORDER BY o.started_at, o.run_id"""
 # sums come back as numeric: pydantic turns integral Decimals into ints (and refuses others)
 _STAGES = """
 SELECT stage, sum(samples) AS samples, sum(rejected) AS rejected,
@@ -74,11 +80,17 @@ WITH usage AS (
            sum(tokens_saved) AS tokens_saved
     FROM run_token_usage WHERE run_id = ANY(:run_ids) GROUP BY stage, count_source
 ), failed AS (  -- the view does not split off failed samples; the charts draw them grey
-    SELECT l.stage, l.count_source, sum(l.completion_tokens) AS completion_tokens_failed
+    SELECT l.stage, l.count_source,
+           coalesce(sum(l.completion_tokens) FILTER (WHERE s.status = 'failed'), 0)
+               AS completion_tokens_failed,
+           coalesce(sum(l.completion_tokens) FILTER (WHERE s.status = 'superseded'), 0)
+               AS completion_tokens_superseded
     FROM ledger AS l JOIN samples AS s USING (run_id, prompt_id, sample_index)
-    WHERE l.run_id = ANY(:run_ids) AND s.status = 'failed' GROUP BY l.stage, l.count_source
+    WHERE l.run_id = ANY(:run_ids) AND s.status IN ('failed', 'superseded')
+    GROUP BY l.stage, l.count_source
 )
-SELECT u.*, coalesce(f.completion_tokens_failed, 0) AS completion_tokens_failed
+SELECT u.*, coalesce(f.completion_tokens_failed, 0) AS completion_tokens_failed,
+       coalesce(f.completion_tokens_superseded, 0) AS completion_tokens_superseded
 FROM usage AS u LEFT JOIN failed AS f USING (stage, count_source)
 ORDER BY stage, count_source"""
 _FIRE = """
@@ -232,9 +244,10 @@ def report_tables(report: AnalyticsReport) -> list[Table]:
         return []
     return [
         _table("runs", "Runs", ["run", "job", "status", "started (UTC)", "samples", "accepted",
-                                "rejected", "failed"],
+                                "rejected", "failed", "superseded"],
                [(r.run_id, r.job_name, r.status, f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
-                 r.samples, r.accepted, r.rejected, r.failed) for r in report.runs]),
+                 r.samples, r.accepted, r.rejected, r.failed, r.superseded)
+                for r in report.runs]),
         _table("stages", "Rejections by stage", ["stage", "samples", "rejected", "rejected %",
                                                  "calls cut", "call errors"],
                [(r.stage, r.samples, r.rejected, _pct(r.rejection_pct), r.aborted_calls,

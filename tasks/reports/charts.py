@@ -86,9 +86,10 @@ def _tokens(report: AnalyticsReport) -> Figure | None:
     stages: dict[str, list[int]] = {}  # stage -> [on accepted, rejected, failed, saved]
     for r in report.tokens:
         split = stages.setdefault(r.stage, [0, 0, 0, 0])
-        split[0] += r.completion_tokens - r.completion_tokens_rejected - r.completion_tokens_failed
+        lost = r.completion_tokens_failed + r.completion_tokens_superseded  # neither kept
+        split[0] += r.completion_tokens - r.completion_tokens_rejected - lost
         split[1] += r.completion_tokens_rejected
-        split[2] += r.completion_tokens_failed
+        split[2] += lost
         split[3] += r.tokens_saved
     if not stages:
         return None
@@ -97,7 +98,9 @@ def _tokens(report: AnalyticsReport) -> Figure | None:
     ax = fig.add_subplot()
     left = [0] * len(names)
     widest = max(sum(parts) for parts in stages.values()) or 1
-    parts = ("accepted samples", "rejected samples", "failed samples",
+    cut = any(r.completion_tokens_superseded for r in report.tokens)
+    parts = ("accepted samples", "rejected samples",
+             "failed or superseded samples" if cut else "failed samples",
              "saved by cutting streams (est.)")
     for i, (part, color) in enumerate(zip(parts, [ACCEPTED, REJECTED, FAILED, "#FFFFFF"],
                                           strict=True)):

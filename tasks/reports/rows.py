@@ -22,6 +22,7 @@ class RunRow(_Row):
     accepted: int
     rejected: int
     failed: int
+    superseded: int = 0  # not generated: k samples of the prompt agreed (early exit)
 
 
 class StageRow(_Row):
@@ -52,6 +53,7 @@ class TokenRow(_Row):
     completion_tokens_rejected: int  # spent on samples that ended up rejected
     tokens_saved: int
     completion_tokens_failed: int = 0  # spent on samples that failed (an endpoint error)
+    completion_tokens_superseded: int = 0  # on streams cut because k sibling samples agreed
 
     @property
     def saved_pct(self) -> float | None:

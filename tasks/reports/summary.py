@@ -34,6 +34,12 @@ def summary_markdown(s: RunSummary, *, job_name: str) -> str:
         f"| {s.prompt_tokens:,} | {s.completion_tokens:,} | {s.tokens_saved:,} | {s.calls} "
         f"| {s.aborted_calls} |", "",
     ]
+    if s.superseded or s.agreement_cut_calls:
+        lines += ["## Early exit by agreement", "",
+                  "| superseded samples | streams cut | tokens saved (est.) |",
+                  "|---:|---:|---:|",
+                  f"| {s.superseded} | {s.agreement_cut_calls} "
+                  f"| {s.agreement_tokens_saved:,} |", ""]
     if s.endpoints:
         lines += ["## Endpoints", "",
                   "| endpoint | calls | failed | prompt tokens | completion tokens "
@@ -43,10 +49,12 @@ def summary_markdown(s: RunSummary, *, job_name: str) -> str:
                   f"| {_or_dash(e.breaker_trips)} |" for e in s.endpoints]
         lines.append("")
     if s.stages:
-        lines += ["## By stage", "", "| stage | reached | passed | rejected | failed |",
-                  "|---|---:|---:|---:|---:|"]
+        cut = any(st.superseded for st in s.stages)
+        lines += ["## By stage", "", "| stage | reached | passed | rejected | failed |"
+                  + (" superseded |" if cut else ""), "|---|---:|---:|---:|---:|"
+                  + ("---:|" if cut else "")]
         lines += [f"| {st.stage} | {st.reached} | {st.passed} | {st.rejected} | {st.failed} |"
-                  for st in s.stages]
+                  + (f" {st.superseded} |" if cut else "") for st in s.stages]
         lines.append("")
     if s.rejections_by_validator:
         lines += ["## Rejections by validator", "", "| validator | rejected |", "|---|---:|"]
@@ -82,6 +90,10 @@ def summary_text(s: RunSummary) -> str:
         f"  accepted   {s.accepted:>8,}  {_share(s.accepted, s.samples):>7}",
         f"  rejected   {s.rejected:>8,}  {_share(s.rejected, s.samples):>7}",
         f"  failed     {s.failed:>8,}  {_share(s.failed, s.samples):>7}",
+        *([f"  superseded {s.superseded:>8,}  {_share(s.superseded, s.samples):>7}  "
+           f"(not needed: k samples of the prompt agreed; {s.agreement_cut_calls:,} streams "
+           f"cut, ~{s.agreement_tokens_saved:,} tokens saved)"]
+          if s.superseded or s.agreement_cut_calls else []),
         f"  tokens     prompt {s.prompt_tokens:,}, completion {s.completion_tokens:,}, "
         f"saved ~{s.tokens_saved:,} (estimate from expected lengths)",
         f"  calls      {s.calls:,} ({s.aborted_calls:,} generations closed early)",

@@ -3,7 +3,9 @@
 A run's work list (every prompt x sample index, in prompt order) is cut into shards of the
 job's `shard_size` over the *whole* list, so every flow run of a run id — the first, a peer on
 another machine, a resume after a crash — computes the same shards. The first one records them
-in `run_shards`; the others find them there (and refuse to go on if they cut differently).
+in `run_shards`; the others find them there (and refuse to go on if they cut differently). Under
+early exit by agreement the cuts fall between prompts: a prompt's samples share one shard, so
+its agreement is decided in one process.
 
 Claiming a shard is taking a session-level `pg_try_advisory_lock` on the flow run's own
 connection, then checking in `run_shards` that the shard is not done yet. Finishing it marks it
@@ -30,6 +32,7 @@ import os
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
@@ -81,10 +84,27 @@ class RunState:
     shards_left: int
 
 
-def plan_shards(items: Sequence[WorkItem], size: int) -> list[PlannedShard]:
-    """The run's fixed shards: `items` must be the whole work list, not just what is left."""
-    return [PlannedShard(n, items[start:start + size])
-            for n, start in enumerate(range(0, len(items), size))]
+def plan_shards(items: Sequence[WorkItem], size: int, *,
+                whole_prompts: bool = False) -> list[PlannedShard]:
+    """The run's fixed shards: `items` must be the whole work list, not just what is left.
+
+    `whole_prompts` (early exit by agreement, which counts a prompt's samples together): a
+    prompt's samples are never split; a shard takes whole prompts up to `size` samples (a
+    prompt with more samples than that is a shard of its own)."""
+    if not whole_prompts:
+        return [PlannedShard(n, items[start:start + size])
+                for n, start in enumerate(range(0, len(items), size))]
+    per_prompt = Counter(i.prompt.prompt_id for i in items)
+    cuts: list[list[WorkItem]] = []
+    for item in items:
+        pid = item.prompt.prompt_id
+        last = cuts[-1] if cuts else None
+        if last is not None and (last[-1].prompt.prompt_id == pid
+                                 or len(last) + per_prompt[pid] <= size):
+            last.append(item)  # the same prompt, or the next one fits whole
+        else:
+            cuts.append([item])
+    return [PlannedShard(n, cut) for n, cut in enumerate(cuts)]
 
 
 def register_shards(session: Session, *, run_id: str, shards: Sequence[ShardRow]) -> None:

@@ -73,6 +73,15 @@ def pending(database_url: str, *, run_id: str, items: Sequence[WorkItem]) -> lis
     return [i for i in items if (i.prompt.prompt_id, i.sample_index) not in done]
 
 
+def accepted_answers(database_url: str, *, run_id: str,
+                     items: Sequence[WorkItem]) -> dict[str, list[str | None]]:
+    """The accepted final answers already stored for the items' prompts (seeds a resumed
+    prompt's agreement)."""
+    with session_scope(get_engine(database_url)) as session:
+        return storage.accepted_answers(session, run_id=run_id,
+                                        prompt_ids=[i.prompt.prompt_id for i in items])
+
+
 def save_batch(database_url: str, results: Sequence[SampleResult]) -> None:
     with session_scope(get_engine(database_url)) as session:
         save_results(session, results=results)

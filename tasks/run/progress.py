@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tasks.records.models import SampleResult
+from tasks.records.models import SampleResult, SampleStatus
 
 
 @dataclass(slots=True)
@@ -17,8 +17,7 @@ class ProgressBoard:
     total: int
     done_before: int = 0  # samples already final when this flow run started (resume, peers)
     run_finished: int | None = None  # the run's final samples, all flow runs, as last read
-    counts: dict[str, int] = field(default_factory=lambda: {"accepted": 0, "rejected": 0,
-                                                            "failed": 0})
+    counts: dict[str, int] = field(default_factory=lambda: {str(s): 0 for s in SampleStatus})
     completion_tokens: int = 0
     tokens_saved: int = 0
 
@@ -47,5 +46,7 @@ class ProgressBoard:
         c = self.counts
         return (f"{self.finished}/{self.total} samples of the run ({self.fraction:.0%}); "
                 f"this flow run: {self.own} (accepted {c['accepted']}, rejected "
-                f"{c['rejected']}, failed {c['failed']}), {self.completion_tokens:,} completion "
+                f"{c['rejected']}, failed {c['failed']}"
+                + (f", superseded {c['superseded']}" if c["superseded"] else "")
+                + f"), {self.completion_tokens:,} completion "
                 f"tokens, ~{self.tokens_saved:,} saved")

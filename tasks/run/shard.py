@@ -6,6 +6,10 @@ Nothing is lost on a crash beyond the samples still in flight: each finished sam
 they sent, cut short, are written with the last batch: the tokens were paid for. A re-run skips
 samples already in a final state, so a retried shard resumes instead of duplicating.
 
+Under early exit by agreement (the job's `early_exit: {agreement: k}`) a shard holds whole
+prompts, and each prompt's samples run under tasks/engine/agreement.py: only those that could
+still complete the agreement stream; the rest are written 'superseded' once k agree.
+
 A database that goes away for a moment (a restart, a failover) is waited for: a batch that
 fails with DatabaseError is retried with backoff, and the finished samples stay buffered
 meanwhile. If it stays away longer, the shard fails cleanly — its samples still running are
@@ -17,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from foldem.core.errors import DatabaseError
-from tasks.engine.runner import Engine
+from foldem.spec.sections import AgreementExit
+from tasks.engine.agreement import AnswerTally, run_prompt
+from tasks.engine.runner import Engine, SampleCut
 from tasks.records.models import SampleResult, WorkItem
 from tasks.run.progress import ProgressBoard
+from validators.lib.answer_equivalence import warm_up
 
 SaveBatch = Callable[[Sequence[SampleResult]], None]
 log = logging.getLogger("foldem.shard")
@@ -96,22 +103,61 @@ class ResultWriter:
 
 async def process_items(engine: Engine, items: Sequence[WorkItem], *, save: SaveBatch,
                         board: ProgressBoard | None = None,
-                        writer: ResultWriter | None = None) -> list[SampleResult]:
-    """Run every item of a shard concurrently (the endpoint's semaphore bounds the streams)."""
+                        writer: ResultWriter | None = None,
+                        agreement: AgreementExit | None = None,
+                        agreed: Mapping[str, Sequence[str | None]] | None = None,
+                        engine_for: Callable[[WorkItem], Engine] | None = None
+                        ) -> list[SampleResult]:
+    """Run every item of a shard concurrently (the endpoint's semaphore bounds the streams).
+
+    With `agreement` (the job's `early_exit`), each prompt's samples run under its rule
+    (tasks/engine/agreement.py), seeded with the accepted answers `agreed` already stored per
+    prompt id; the shard must hold all of a prompt's pending samples. `engine_for` picks the
+    engine per item (a benchmark whose items differ in their checkpoints); default `engine`."""
     writer = writer or ResultWriter(save)
     results: list[SampleResult] = []
+    pick = engine_for or (lambda _: engine)
 
-    async def one(item: WorkItem) -> None:
-        # Cut by Ctrl-C: its calls' ledger rows are kept, for the flush below (the sample is
-        # generated again on resume; the tokens it cost are not paid twice in the ledger).
-        result = await engine.run_sample(item, on_interrupt=writer.keep)
+    def record(result: SampleResult) -> None:
         results.append(result)
         if board is not None:
             board.record(result)
+
+    def handed_over(result: SampleResult) -> None:
+        # Cancelled mid-call, it hands over its calls' ledger rows, for the flush below: cut
+        # by Ctrl-C the sample is generated again on resume (the tokens it cost are not paid
+        # twice in the ledger); cut because k siblings agreed it is final, superseded.
+        writer.keep(result)
+        if not result.interrupted:
+            record(result)
+
+    async def finished(result: SampleResult) -> None:
+        record(result)
         await writer.add(result)
 
+    async def run(item: WorkItem, cut: SampleCut | None = None) -> SampleResult:
+        return await pick(item).run_sample(item, on_interrupt=handed_over, cut=cut)
+
+    async def one(item: WorkItem) -> None:
+        await finished(await run(item))
+
+    if agreement is None:
+        work = [one(item) for item in items]
+    else:
+        # Comparing answers may need math-verify, whose first use is slow: pay it once per
+        # process off the event loop, not on the stream of the first sample that needs it.
+        await asyncio.to_thread(warm_up)
+        by_prompt: dict[str, list[WorkItem]] = {}
+        for item in items:
+            by_prompt.setdefault(item.prompt.prompt_id, []).append(item)
+        seeds = agreed or {}
+        work = [run_prompt(pick(group[0]).run_id, group,
+                           AnswerTally.seeded(agreement.agreement, seeds.get(pid, ())),
+                           spare=agreement.spare, run=run, finished=finished)
+                for pid, group in by_prompt.items()]
+
     ticker = asyncio.create_task(writer.run_periodic())
-    samples = [asyncio.create_task(one(item)) for item in items]
+    samples = [asyncio.create_task(w) for w in work]
     try:
         await asyncio.gather(*samples)
     except BaseException:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from foldem.spec.job import JobSpec
 from tasks.run.claims import PlannedShard, ShardClaims
 
 log = logging.getLogger("foldem.shard_pool")
@@ -46,6 +47,16 @@ def lanes_for(streams: int, shard_size: int) -> int:
     """Shards in flight at once: the samples of all but one fill the endpoints' streams, the
     extra one keeps them full while a shard waits for its last, slowest samples."""
     return max(2, -(-streams // shard_size) + 1)
+
+
+def shard_streams(job: JobSpec) -> int:
+    """How many of a shard's samples stream at once, at most: all of them; under early exit by
+    agreement (shards of whole prompts), per prompt the k that could agree plus the spare."""
+    rule = job.early_exit
+    if rule is None:
+        return job.shard_size
+    prompts = max(1, job.shard_size // job.samples_per_prompt)
+    return prompts * min(job.samples_per_prompt, rule.agreement + rule.spare)
 
 
 async def work_through(claims: ShardClaims, shards: Sequence[PlannedShard], run_shard: RunShard,

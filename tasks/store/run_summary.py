@@ -1,5 +1,6 @@
 """The run summary, read from Postgres in one place: counts by status, tokens from the ledger,
-rejections by validator and stage, the stage funnel, per-endpoint figures. The flow, the CLI,
+rejections by validator and stage, the stage funnel, per-endpoint figures, what early exit by
+agreement saved. The flow, the CLI,
 `foldem report` and the benchmarks all get their `RunSummary` from here.
 """
 
@@ -28,15 +29,48 @@ def _stage_funnel(session: Session, run_id: str, rejected_at: dict[str, int]
         .where(ledger.c.run_id == run_id, samples.c.status == "failed",
                ledger.c.error.is_not(None))
         .group_by(ledger.c.stage))}
+    superseded_at = {row.stage: row.n for row in session.execute(
+        select(ledger.c.stage, func.count(func.distinct(key)).label("n"))
+        .where(ledger.c.run_id == run_id, ledger.c.abort_reason == "agreement")
+        .group_by(ledger.c.stage))}
     stages = []
     for row in session.execute(
             select(ledger.c.stage, func.count(func.distinct(key)).label("reached"))
             .where(ledger.c.run_id == run_id).group_by(ledger.c.stage)
             .order_by(func.min(ledger.c.started_at))):
         rejected, failed = rejected_at.get(row.stage, 0), failed_at.get(row.stage, 0)
+        cut = superseded_at.get(row.stage, 0)
         stages.append(StageFigures(stage=row.stage, reached=row.reached, rejected=rejected,
-                                   failed=failed, passed=row.reached - rejected - failed))
+                                   failed=failed, superseded=cut,
+                                   passed=row.reached - rejected - failed - cut))
     return stages
+
+
+def _agreement_figures(session: Session, run_id: str, superseded: int) -> tuple[int, int]:
+    """(calls cut because k siblings agreed, completion tokens agreement saved, estimated):
+    the cut calls' own tokens_saved, plus for each superseded sample that never started the
+    mean completion tokens of the run's generated samples (what it would have cost)."""
+    cut = session.execute(select(
+        func.count().filter(ledger.c.call_kind == "generate").label("calls"),
+        func.coalesce(func.sum(ledger.c.tokens_saved), 0).label("saved"))
+        .where(ledger.c.run_id == run_id, ledger.c.abort_reason == "agreement")).one()
+    if not superseded:
+        return int(cut.calls), int(cut.saved)
+    same_sample = ((samples.c.run_id == ledger.c.run_id)
+                   & (samples.c.prompt_id == ledger.c.prompt_id)
+                   & (samples.c.sample_index == ledger.c.sample_index))
+    started = session.execute(
+        select(func.count(func.distinct(tuple_(ledger.c.prompt_id, ledger.c.sample_index))))
+        .select_from(ledger.join(samples, same_sample))
+        .where(ledger.c.run_id == run_id, samples.c.status == "superseded")).scalar() or 0
+    generated = session.execute(select(
+        func.count(func.distinct(tuple_(ledger.c.prompt_id, ledger.c.sample_index)))
+        .label("samples"),
+        func.coalesce(func.sum(ledger.c.completion_tokens), 0).label("tokens"))
+        .select_from(ledger.join(samples, same_sample))
+        .where(ledger.c.run_id == run_id, samples.c.status != "superseded")).one()
+    mean = int(generated.tokens) / generated.samples if generated.samples else 0.0
+    return int(cut.calls), int(cut.saved) + round((superseded - started) * mean)
 
 
 def summarize_run(session: Session, *, run_id: str) -> RunSummary:
@@ -79,7 +113,11 @@ def summarize_run(session: Session, *, run_id: str) -> RunSummary:
                                .group_by(column).order_by(func.count().desc(), column))
         return {key: n for key, n in rows.tuples()}
 
+    superseded = by_status.get("superseded", 0)
+    cut_calls, agreement_saved = _agreement_figures(session, run_id, superseded)
     return RunSummary(
+        superseded=superseded, agreement_cut_calls=cut_calls,
+        agreement_tokens_saved=agreement_saved,
         stages=_stage_funnel(session, run_id, rejections_by(rejections.c.stage)),
         run_id=run_id, status=status, samples=sum(by_status.values()),
         accepted=by_status.get("accepted", 0), rejected=by_status.get("rejected", 0),

@@ -89,6 +89,20 @@ def done_keys(session: Session, *, run_id: str,
     return {(r.prompt_id, r.sample_index) for r in session.execute(query)}
 
 
+def accepted_answers(session: Session, *, run_id: str,
+                     prompt_ids: Sequence[str]) -> dict[str, list[str | None]]:
+    """The final answers of the run's accepted samples, per prompt id (of those given): what
+    a resumed prompt under `early_exit: {agreement: k}` has agreed on so far."""
+    found: dict[str, list[str | None]] = {}
+    for row in session.execute(
+            select(samples.c.prompt_id, samples.c.final_answer)
+            .where(samples.c.run_id == run_id, samples.c.status == "accepted",
+                   samples.c.prompt_id.in_(sorted(set(prompt_ids))))
+            .order_by(samples.c.prompt_id, samples.c.sample_index)):
+        found.setdefault(row.prompt_id, []).append(row.final_answer)
+    return found
+
+
 def forget_failed(session: Session, *, run_id: str) -> int:
     """Remove the run's failed samples so that a resume generates them again; their ledger rows
     stay (those calls happened and cost what they cost). Returns how many were removed."""

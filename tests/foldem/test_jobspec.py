@@ -93,3 +93,48 @@ def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
     """A job file that is not there is the user's spec mistake (exit 2), like a bad one."""
     with pytest.raises(SpecError, match="job spec not found"):
         load_job(tmp_path / "nope.yaml")
+
+
+# --- early exit by agreement (job level) and the stage's own early_exit ----------------------
+
+
+@pytest.mark.parametrize(("mutation", "field", "fragment"), [
+    (_mutate("early_exit", {"agreement": 1}), "early_exit.agreement", "at least 2"),
+    (_mutate("early_exit", {"agreement": 5}), "", "samples_per_prompt = 4"),
+    (_mutate("early_exit", True), "early_exit", "set `early_exit: true` on the stage"),
+    (_mutate("early_exit", 3), "early_exit", "early_exit: {agreement: 3}"),
+    (_mutate("early_exit", {"agreemnt": 2}), "early_exit.agreemnt",
+     "did you mean 'agreement'?"),
+    (_mutate("early_exit", {"agreement": 2, "spare": -1}), "early_exit.spare",
+     "greater than or equal to 0"),
+    (_mutate("agreement", 2), "agreement", "did you mean 'early_exit.agreement'?"),
+    (_mutate("stages.0.early_exit", {"agreement": 2}), "stages[0].early_exit",
+     "move it to the top level"),
+])
+def test_agreement_spec_errors_say_what_to_write(tmp_path: Path, mutation, field: str,
+                                                 fragment: str) -> None:
+    test_wrong_spec_names_field(tmp_path, mutation, field, fragment)
+
+
+def test_agreement_with_a_problem_stage_is_refused(tmp_path: Path) -> None:
+    data = _base() | {"early_exit": {"agreement": 2}}
+    data["stages"].insert(0, {"name": "write", "kind": "problem", "template": "{seed}"})
+    with pytest.raises(SpecError, match="solves a problem of its own"):
+        load_job(_write(tmp_path, data))
+
+
+def test_agreement_loads_and_leaves_other_specs_hashes_alone(tmp_path: Path) -> None:
+    plain = load_job(EXAMPLE)
+    job = load_job(_write(tmp_path, _base() | {"early_exit": {"agreement": 4, "spare": 1}}))
+    assert (job.early_exit.agreement, job.early_exit.spare) == (4, 1)
+    assert job.stages[0].early_exit is True  # the stage's own switch is untouched
+    assert plain.early_exit is None
+    assert job.spec_hash() != plain.spec_hash()
+    # A spec without the section hashes as before it existed (runs started earlier resume).
+    assert "early_exit" not in plain.model_dump(mode="json", exclude_defaults=True)
+
+
+def test_agreement_example_loads() -> None:
+    job = load_job(PROJECT_ROOT / "examples" / "gsm8k-agreement.yaml")
+    assert job.early_exit is not None and job.early_exit.agreement <= job.samples_per_prompt
+    assert all(st.kind == "solve" for st in job.stages)

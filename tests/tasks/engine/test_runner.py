@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from foldem.spec.job import JobSpec, parse_job
 from tasks.endpoints.client import EndpointClient
 from tasks.engine.policy import ConfiguredValidator
-from tasks.engine.runner import Engine, build_stage_validators, render_messages
-from tasks.records.models import Prompt, WorkItem
+from tasks.engine.runner import Engine, SampleCut, build_stage_validators, render_messages
+from tasks.records.models import AbortReason, Prompt, WorkItem
 from tests.support.fake_endpoint import FakeEndpoint, closed_port
 from validators.base import ProblemContext, Validator, ValidatorSession
 
@@ -66,6 +66,30 @@ async def test_a_cancelled_sample_hands_over_the_ledger_rows_of_its_calls(
     assert entry.aborted and entry.abort_reason == "interrupted"
     assert entry.tokens_saved == 0 and entry.count_source == "server_usage"
     assert 0 < entry.completion_tokens < len(RAMBLING)
+    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
+
+
+async def test_a_sample_cut_for_agreement_is_superseded_with_its_call_in_the_ledger(
+        fake: FakeEndpoint) -> None:
+    """Cancelled because k sibling samples agreed: the sample is final (superseded, no text),
+    its call is a ledger row cut short for 'agreement', what it streamed counted and the rest
+    of the expected length saved."""
+    fake.reset(tokens=RAMBLING, pace=0.02, usage="continuous")
+    job = make_job(fake.base_url, [SOLVE])
+    handed: list[Any] = []
+    task = asyncio.create_task(engine_for(job, fake.base_url).run_sample(
+        item(), on_interrupt=handed.append, cut=SampleCut(AbortReason.AGREEMENT)))
+    await asyncio.sleep(0.4)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    (result,) = handed
+    assert result.status == "superseded" and not result.interrupted
+    assert result.stages == [] and result.final_answer is None and result.error is None
+    (entry,) = result.ledger
+    assert entry.aborted and entry.abort_reason == "agreement" and entry.error is None
+    assert 0 < entry.completion_tokens < len(RAMBLING)
+    assert entry.tokens_saved == 100 - entry.completion_tokens
     assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
 
 

@@ -80,7 +80,8 @@ def test_manifest_describes_the_job_and_counts(pg_url: str, traced_run: str,
                                                tmp_path: Path) -> None:
     manifest = export_run(pg_url, run_id=traced_run, out_dir=tmp_path)
     saved = json.loads((tmp_path / "manifest.json").read_text())
-    assert saved["counts"] == {"accepted": 3, "rejected": 1, "failed": 0, "exported": 3}
+    assert saved["counts"] == {"accepted": 3, "rejected": 1, "failed": 0, "superseded": 0,
+                                "exported": 3}
     assert saved["code_version"] == "0.1.0+abc"
     assert saved["sampling"] == SPEC["sampling"]
     assert saved["endpoints"] == [

@@ -318,3 +318,25 @@ def test_validators_declare_the_reason_codes_they_emit(name: str) -> None:
     declared = set().union(*(c.reason_codes for c in siblings))
     assert cls.reason_codes, f"{name} declares no reason_codes"
     assert emitted <= declared, f"{cls.__module__} emits undeclared {emitted - declared}"
+
+
+def test_superseded_samples_are_neither_failures_nor_calls_that_failed(pg_url: str) -> None:
+    """Under early exit by agreement: one superseded sample was cut before its first token
+    (an aborted call, 0 completion tokens, no error), one never started. Neither is a stage
+    outcome, a call that reported no tokens, nor a generated sample in the failed share:
+    1 of the 6 generated samples failed, over a 15% bound (2 of 8 rows would be under it)."""
+    def with_superseded(run_id: str) -> list[SampleResult]:
+        cut = _call(run_id, "p6", "solve", completion_tokens=0, aborted=True,
+                    abort_reason="agreement", tokens_saved=120, prompt_tokens=None)
+        return [*_clean(run_id),
+                sample_result(run_id, "p6", 0, "superseded",
+                              ledger=[_call(run_id, "p6", "pose"), cut]),
+                sample_result(run_id, "p7", 0, "superseded", ledger=[])]
+
+    run_id = _store(pg_url, with_superseded)
+    result = run_quality_gate(pg_url, run_id=run_id, settings=GateSettings(
+        acceptance_bounds={"solve": (0.8, 0.8)}, max_failed_share=0.15))
+    failed = {o.expectation for o in result.outcomes if not o.success}
+    assert failed == {"failed_share_within_bound"}, result.message()
+    observed = {o.expectation: o.observed for o in result.outcomes}
+    assert "1 of 6 samples failed" in observed["failed_share_within_bound"]

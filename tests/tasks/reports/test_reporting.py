@@ -49,3 +49,17 @@ def test_replay_figure_says_whose_it_is() -> None:
     for text in (summary_text(s), summary_markdown(s, job_name="gsm8k")):
         assert "this flow run started sent it 1,200 completion tokens" in text
         assert "the run's ledger, all flow runs and sessions: 2,000" in text
+
+
+def test_agreement_figures_show_only_when_agreement_stopped_samples() -> None:
+    plain_md, plain_text = summary_markdown(_summary(), job_name="g"), summary_text(_summary())
+    assert "agreement" not in plain_md.lower() and "superseded" not in plain_text
+    s = _summary(samples=14, superseded=4, agreement_cut_calls=1, agreement_tokens_saved=1234,
+                 stages=[StageFigures(stage="solve", reached=11, passed=6, rejected=3,
+                                      failed=1, superseded=1)])
+    md = summary_markdown(s, job_name="g")
+    assert "## Early exit by agreement" in md and "| 4 | 1 | 1,234 |" in md
+    assert "| stage | reached | passed | rejected | failed | superseded |" in md
+    assert "| solve | 11 | 6 | 3 | 1 | 1 |" in md
+    text = summary_text(s)
+    assert "superseded        4" in text and "1 streams cut, ~1,234 tokens saved" in text

@@ -21,7 +21,7 @@ from foldem.core.errors import RunConflictError
 from tasks.records.models import Prompt, WorkItem
 from tasks.run.claims import PlannedShard, ShardClaims, ShardRow, plan_shards
 from tasks.run.lifecycle import begin_run
-from tasks.run.shard_pool import lanes_for, work_through
+from tasks.run.shard_pool import lanes_for, shard_streams, work_through
 from tasks.store.db import get_engine, session_scope
 from tasks.store.schema import run_shards
 from tests.support.jobs import job_dict
@@ -71,6 +71,30 @@ def test_plan_cuts_the_whole_work_list_in_order(items: int, size: int, sizes: li
     assert [len(s.items) for s in shards] == sizes
     assert [i for s in shards for i in s.items] == work
     assert [s.shard_no for s in shards] == list(range(len(sizes)))
+
+
+@pytest.mark.parametrize(("prompts", "samples", "size", "sizes"), [
+    (6, 4, 8, [8, 8, 8]), (5, 3, 8, [6, 6, 3]), (3, 4, 3, [4, 4, 4]), (4, 1, 3, [3, 1]),
+])
+def test_plan_keeps_a_prompts_samples_together_under_agreement(
+        prompts: int, samples: int, size: int, sizes: list[int]) -> None:
+    work = _items(prompts, samples)
+    shards = plan_shards(work, size, whole_prompts=True)
+    assert [len(s.items) for s in shards] == sizes
+    assert [i for s in shards for i in s.items] == work
+    owner = {}
+    for s in shards:
+        for i in s.items:
+            assert owner.setdefault(i.prompt.prompt_id, s.shard_no) == s.shard_no
+
+
+def test_a_shard_under_agreement_streams_k_plus_spare_per_prompt() -> None:
+    from foldem.spec.job import JobSpec
+
+    data = job_dict("http://127.0.0.1:9/v1", samples=4) | {"shard_size": 8}
+    assert shard_streams(JobSpec.model_validate(data)) == 8
+    data["early_exit"] = {"agreement": 2, "spare": 1}
+    assert shard_streams(JobSpec.model_validate(data)) == 2 * 3
 
 
 @pytest.mark.parametrize(("streams", "shard_size", "lanes"), [

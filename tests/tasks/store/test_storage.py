@@ -23,7 +23,13 @@ from tasks.records.models import (
 )
 from tasks.store.run_summary import summarize_run
 from tasks.store.schema import ledger, rejections, runs, samples
-from tasks.store.storage import done_keys, finish_run, save_results, start_run
+from tasks.store.storage import (
+    accepted_answers,
+    done_keys,
+    finish_run,
+    save_results,
+    start_run,
+)
 from tests.support.samples import ledger_entry, sample_result
 
 QUERIES = sorted((PROJECT_ROOT / "sql" / "queries").glob("*.sql"))
@@ -160,6 +166,7 @@ def test_summarize_run_counts(db_session: Session, run_id: str) -> None:
         "run_id": run_id, "samples": 6, "accepted": 3, "rejected": 2, "failed": 1,
         "prompt_tokens": 12 * 20, "completion_tokens": 6 * 10 + 4 * 100 + 2 * 40,
         "tokens_saved": 2 * 60, "server_tokens_sent": None, "status": "completed",
+        "superseded": 0, "agreement_cut_calls": 0, "agreement_tokens_saved": 0,
         "rejections_by_validator": {"arithmetic": 1, "magnitude": 1},
         "rejections_by_stage": {"solve": 2}, "calls": 12, "aborted_calls": 2,
         "quality_gate": None, "near_duplicates_removed": None, "exported_to": None,
@@ -167,9 +174,39 @@ def test_summarize_run_counts(db_session: Session, run_id: str) -> None:
                        "prompt_tokens": 240, "completion_tokens": 540, "mean_ttft_ms": 5.0,
                        "breaker_trips": None}],
         # The made-up failed sample has no erroring call, so no stage counts it as failed.
-        "stages": [{"stage": "problem", "reached": 6, "rejected": 0, "failed": 0, "passed": 6},
-                   {"stage": "solve", "reached": 6, "rejected": 2, "failed": 0, "passed": 4}],
+        "stages": [{"stage": "problem", "reached": 6, "rejected": 0, "failed": 0,
+                    "superseded": 0, "passed": 6},
+                   {"stage": "solve", "reached": 6, "rejected": 2, "failed": 0,
+                    "superseded": 0, "passed": 4}],
     }
+
+
+def test_summary_counts_superseded_samples_and_what_agreement_saved(
+        db_session: Session, run_id: str) -> None:
+    """Two superseded samples beside the mix: one cut while streaming (30 tokens streamed,
+    the ledger's 90 of its expected 120 saved), one never started (it would have cost what
+    a generated sample of the run cost on average)."""
+    cut = _call(run_id, "p4", 1, "problem", 10)
+    streaming = ledger_entry(run_id, "p4", 1, "solve", endpoint="replay", prompt_tokens=20,
+                             completion_tokens=30, count_source="server_usage", aborted=True,
+                             abort_reason="agreement", expected_tokens=120, tokens_saved=90)
+    save_results(db_session, results=[
+        *_mix(run_id),
+        sample_result(run_id, "p4", 1, "superseded", ledger=[cut, streaming]),
+        sample_result(run_id, "p4", 2, "superseded", ledger=[])])
+    summary = summarize_run(db_session, run_id=run_id)
+    assert (summary.samples, summary.superseded, summary.agreement_cut_calls) == (8, 2, 1)
+    per_generated_sample = (6 * 10 + 4 * 100 + 2 * 40) / 6  # the mix: 6 generated samples
+    assert summary.agreement_tokens_saved == 90 + round(per_generated_sample)
+    solve = next(st for st in summary.stages if st.stage == "solve")
+    assert (solve.reached, solve.superseded, solve.passed) == (7, 1, 4)
+    assert summary.tokens_saved == 2 * 60 + 90  # the ledger's own figure includes the cut
+
+
+def test_accepted_answers_per_prompt_seed_a_resume(db_session: Session, run_id: str) -> None:
+    save_results(db_session, results=_mix(run_id))
+    assert accepted_answers(db_session, run_id=run_id, prompt_ids=["p1", "p3", "p9"]) == {
+        "p1": ["1"], "p3": ["1"]}
 
 
 def test_run_overview_view_agrees_with_summary(db_session: Session, run_id: str) -> None:
