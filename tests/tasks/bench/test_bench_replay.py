@@ -86,7 +86,10 @@ def test_early_exit_variants_are_measured(bench: tuple[dict[str, Any], Path]) ->
     for variant in ee.values():
         assert variant["server_tokens_match"] is True
         assert variant["kept_subset_of_msifr"] is True
-        assert variant["tokens"] <= bench[0]["tokens_msifr"]
+        # Not exact: how many tokens a rejected stream delivers after the checkpoint that fired
+        # depends on scheduling (a loaded machine reads later), in every mode alike, so a mode
+        # that stops more streams can still total a few tokens more; 1% is far below its saving.
+        assert variant["tokens"] <= bench[0]["tokens_msifr"] * 1.01
     assert ee["agreement"]["not_generated"] > 0  # 7 problems with 4 recordings each, k = 2
     assert ee["agreement"]["k"] == 2
 
