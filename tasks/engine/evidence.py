@@ -21,10 +21,10 @@ Span = tuple[int, int]
 def with_evidence(record: RejectionRecord, text: str, span: Span | None) -> RejectionRecord:
     """`record` pointing at `text[start:end]` (capped), or unchanged when `span` does not lie
     in `text`."""
-    if span is None:
+    if not (isinstance(span, tuple) and len(span) == 2):
         return record
     start, end = span
-    if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end <= len(text)):
+    if not (type(start) is int and type(end) is int and 0 <= start < end <= len(text)):
         return record
     end = min(end, start + MAX_SPAN_CHARS)
     return record.model_copy(update={"span_start": start, "span_end": end,
