@@ -112,6 +112,7 @@ class _RepetitionSession(ValidatorSession):
         # The texts those words were read from, (text, where it starts, its word count): kept
         # by reference, read only to show where a looping phrase is.
         self.word_texts: deque[tuple[str, int, int]] = deque()
+        self.words_held = 0  # the words of those texts
         self.gram_window: deque[int] = deque(maxlen=p.window_words)  # n-gram hashes
         self.run_carry = ""
         self.run_carry_end = 0  # where the text the carry ends with ends in the stage text
@@ -241,9 +242,9 @@ class _RepetitionSession(ValidatorSession):
                                     span=self._phrase_span(text, offset, last, carried))
         sources = self.word_texts
         sources.append((text, offset, len(words)))
-        held = sum(count for _, _, count in sources)
-        while len(sources) > 1 and held - sources[0][2] >= n - 1:
-            held -= sources.popleft()[2]
+        self.words_held += len(words)
+        while self.words_held - sources[0][2] >= n - 1 and len(sources) > 1:
+            self.words_held -= sources.popleft()[2]
         return None
 
     def _phrase_span(self, text: str, offset: int, gram: int | None,
