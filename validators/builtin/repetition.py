@@ -254,10 +254,10 @@ class _RepetitionSession(ValidatorSession):
         text). Only on a fault: the word positions are found here."""
         if gram is None:
             return None
-        spans = [(at + a, at + b) for source, at, _ in self.word_texts
-                 for a, b in (m.span() for m in _SPLIT_WORD.finditer(source))][-carried:]
-        spans = (spans if carried else []) + [
-            (offset + a, offset + b) for a, b in (m.span() for m in _SPLIT_WORD.finditer(text))]
+        earlier = [(at + m.start(), at + m.end()) for source, at, _ in self.word_texts
+                   for m in _SPLIT_WORD.finditer(source)]
+        spans = (earlier[-carried:] if carried else []) + [
+            (offset + m.start(), offset + m.end()) for m in _SPLIT_WORD.finditer(text)]
         last = min(gram + self.p.ngram - 1, len(spans) - 1)
         return (spans[gram][0], spans[last][1]) if 0 <= gram <= last else None
 
