@@ -5,6 +5,11 @@ sample (`open(ctx)`). The runner feeds the session one `Checkpoint` at a time, h
 text that is new since the last checkpoint; the session keeps whatever state it needs (numbers
 derived so far, answers seen) so its work is proportional to the new text. Sessions are pure:
 no I/O, no network, no database, no Prefect, no clocks. Model text is untrusted: never eval it.
+
+Every verdict that faults a sample can point at the text that explains it: `Verdict.span`, the
+absolute character offsets (start inclusive, end exclusive) into the stage text, found from
+`Step.start` and `Checkpoint.tail_start`. None when no span of text explains the fault (a
+length budget, an answer that is missing).
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ class ProblemContext:
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """One reasoning step: the text between two step separators (separator excluded)."""
+    """One reasoning step: the text between two step separators (separator excluded).
+
+    `start` is where it begins in the stage text: `stage_text[start:start + len(text)] == text`.
+    """
 
     index: int
     text: str
+    start: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +60,9 @@ class Checkpoint:
 
     `steps` are complete steps not seen at an earlier checkpoint. `tail` is the text after the
     last separator when the checkpoint fell inside a step (a fraction-of-length checkpoint); it
-    may be cut anywhere, so most validators ignore it. At the `final` checkpoint the stream has
-    ended: the last step is complete and included in `steps`, and `tail` is empty.
+    may be cut anywhere, so most validators ignore it; it begins at `tail_start` in the stage
+    text. At the `final` checkpoint the stream has ended: the last step is complete and included
+    in `steps`, and `tail` is empty.
     """
 
     index: int
@@ -65,6 +75,7 @@ class Checkpoint:
     #: its top-k logprobs: higher is surer), when the endpoint sent logprobs; empty otherwise.
     #: Text-only validators ignore it.
     confidences: tuple[float, ...] = ()
+    tail_start: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +84,9 @@ class Verdict:
 
     `score` 1.0 means no concern, 0.0 a certain fault. `reason` is a short stable reason code
     (snake_case) whenever score < 1. `final_answer` is set once a complete final answer has been
-    written, which lets the policy stop early.
+    written, which lets the policy stop early. `span` is the smallest text that explains a
+    fault: (start, end) character offsets into the stage text, end exclusive; None when no span
+    of text explains it.
     """
 
     validator: str
@@ -82,6 +95,7 @@ class Verdict:
     detail: str = ""
     step_index: int | None = None
     final_answer: str | None = None
+    span: tuple[int, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -126,6 +140,6 @@ class Validator(ABC):
         return Verdict(validator=self.name, **kw)  # type: ignore[arg-type]
 
     def fault(self, reason: str, detail: str, *, step_index: int | None = None,
-              score: float = 0.0) -> Verdict:
+              score: float = 0.0, span: tuple[int, int] | None = None) -> Verdict:
         return Verdict(validator=self.name, score=score, reason=reason, detail=detail[:500],
-                       step_index=step_index)
+                       step_index=step_index, span=span)

@@ -7,6 +7,10 @@ checkpoints it completes; work is proportional to the new text (only the unfinis
 re-scanned for the separator). `close()` returns the final checkpoint when the stream ends.
 Token confidences (when the endpoint sends logprobs) go to the next checkpoint emitted: each
 checkpoint carries those of the tokens since the one before.
+
+Each step knows where it starts in the text streamed (`Step.start`, and `Checkpoint.tail_start`
+for the unfinished tail), so a verdict can point at the text that explains it. One running
+count, updated on the slow path only, keeps that free.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class CheckpointSplitter:
         self._tokens = 0
         self._checkpoint = 0
         self._text_parts: list[str] = []  # the text before the unfinished tail
+        self._done_len = 0  # its length: where the unfinished tail starts in the text
         self._confidences: list[float] = []  # of the tokens since the last checkpoint
 
     @property
@@ -70,7 +75,7 @@ class CheckpointSplitter:
     def _emit(self, *, tail: str = "", final: bool = False) -> Checkpoint:
         cp = Checkpoint(index=self._checkpoint, steps=tuple(self._pending), tail=tail,
                         tokens_so_far=self._tokens, final=final, fraction=self._fraction(),
-                        confidences=tuple(self._confidences))
+                        confidences=tuple(self._confidences), tail_start=self._done_len)
         self._checkpoint += 1
         self._pending = []
         self._confidences.clear()
@@ -97,17 +102,20 @@ class CheckpointSplitter:
         # Only the old tail's last len(sep)-1 chars can join with new text into a separator.
         start = max(0, self._buf_len - len(sep) + 1)
         buf = "".join(self._buf) + text
+        base = self._done_len  # where `buf` starts in the text
         pos = 0  # a cursor, not slicing per step: a 1 MB push with many steps stays linear
         while (at := buf.find(sep, max(pos, start))) >= 0:
-            self._add_step(buf[pos:at], out, checkpoint=self.every_step)
+            self._add_step(buf[pos:at], base + pos, out, checkpoint=self.every_step)
             pos = at + len(sep)
             self._bound_from = self._tokens
         rest = buf[pos:]
         while len(rest) > MAX_STEP_CHARS:
             # A step that never ends (a 1 MB line): hand it on in bounded pieces, each judged.
-            self._add_step(rest[:MAX_STEP_CHARS], out, checkpoint=True)
+            self._add_step(rest[:MAX_STEP_CHARS], base + len(buf) - len(rest), out,
+                           checkpoint=True)
             rest = rest[MAX_STEP_CHARS:]
         self._text_parts.append(buf[:len(buf) - len(rest)])
+        self._done_len = base + len(buf) - len(rest)
         self._buf, self._buf_len = [rest] if rest else [], len(rest)
         while self.thresholds and self._tokens >= self.thresholds[0]:
             self.thresholds.pop(0)
@@ -127,12 +135,14 @@ class CheckpointSplitter:
         bound = self._bound_from + self.step_tokens if self.step_tokens else _NEVER
         return min(self._next_fraction, bound)
 
-    def _add_step(self, text: str, out: list[Checkpoint], *, checkpoint: bool) -> None:
-        """A complete step (in pieces of at most MAX_STEP_CHARS, nothing dropped)."""
+    def _add_step(self, text: str, start: int, out: list[Checkpoint], *,
+                  checkpoint: bool) -> None:
+        """A complete step starting at `start` in the text (in pieces of at most
+        MAX_STEP_CHARS, nothing dropped)."""
         if not text.strip():
             return
         for i in range(0, len(text), MAX_STEP_CHARS):
-            self._pending.append(Step(self._step_index, text[i:i + MAX_STEP_CHARS]))
+            self._pending.append(Step(self._step_index, text[i:i + MAX_STEP_CHARS], start + i))
             self._step_index += 1
             if checkpoint:
                 out.append(self._emit())
@@ -142,7 +152,8 @@ class CheckpointSplitter:
         tail = "".join(self._buf)
         self._text_parts.append(tail)
         if tail.strip():
-            self._pending.append(Step(self._step_index, tail[:MAX_STEP_CHARS]))
+            self._pending.append(Step(self._step_index, tail[:MAX_STEP_CHARS], self._done_len))
             self._step_index += 1
         self._buf, self._buf_len = [], 0
+        self._done_len += len(tail)
         return self._emit(final=True)

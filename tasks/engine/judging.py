@@ -15,6 +15,7 @@ from abc import ABC, abstractmethod
 
 from foldem.spec.sections import Stage
 from tasks.endpoints.base import Delta
+from tasks.engine.evidence import step_span, with_evidence
 from tasks.engine.judge_score import judge_rejection
 from tasks.engine.policy import Action, Decision, StagePolicy
 from tasks.engine.step_judge import Judgement, StepJudgeRun
@@ -112,6 +113,9 @@ class StageJudging(ABC):
                 checkpoint=max(0, self.splitter.checkpoints_emitted - 1),
                 tokens_at_fire=self.splitter.tokens, fraction_at_fire=self._fraction())
             if self.rejection is not None:
+                text = self.splitter.text  # the judged step: the last of the judged prefix
+                self.rejection = with_evidence(
+                    self.rejection, text, step_span(text, self.splitter.separator, j.steps - 1))
                 self.decision = Decision(Action.REJECT, None, 0.0, self.final_answer)
 
     def _fraction(self) -> float | None:
@@ -119,11 +123,12 @@ class StageJudging(ABC):
         return self.splitter.tokens / expected if expected else None
 
     def _validator_rejection(self, v: Verdict) -> RejectionRecord:
-        return RejectionRecord(
+        record = RejectionRecord(
             stage=self.stage.name, checkpoint=self.splitter.checkpoints_emitted - 1,
             validator=v.validator, reason_code=v.reason or "low_utility", detail=v.detail,
             step_index=v.step_index, tokens_at_fire=self.splitter.tokens,
             fraction_at_fire=self._fraction())
+        return with_evidence(record, self.splitter.text, v.span)
 
 
 class InFlight(StageJudging):

@@ -102,7 +102,9 @@ class LedgerEntry(_Model):
 
 
 class RejectionRecord(_Model):
-    """Why and where a sample was rejected."""
+    """Why and where a sample was rejected. `span_start`/`span_end` (end exclusive) locate the
+    text that explains it in the stage's text and `span_text` quotes it (capped: see
+    tasks/engine/evidence.py); all three None when no text span explains the rejection."""
 
     stage: str
     checkpoint: int
@@ -112,6 +114,9 @@ class RejectionRecord(_Model):
     step_index: int | None = None
     tokens_at_fire: int = 0
     fraction_at_fire: float | None = None
+    span_start: int | None = None
+    span_end: int | None = None
+    span_text: str | None = None
 
 
 class StageText(_Model):

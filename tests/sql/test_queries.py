@@ -24,6 +24,7 @@ PER_RUN = [p for p in QUERIES if ":'run_id'" in p.read_text(encoding="utf-8")]
 PSQL = shutil.which("psql")
 SPEC = {"stages": [{"name": "solve", "kind": "solve", "checkpoints": {"separator": "\n"}}]}
 TEXT = "One apple: 1 + 1 = 2\nThen 2 + 2 = 5\nSo the answer"
+WRONG = TEXT.index("2 + 2 = 5")  # where the rejection's evidence starts
 
 pytestmark = pytest.mark.skipif(PSQL is None, reason="psql is not installed")
 
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.skipif(PSQL is None, reason="psql is not installed")
 def _run(url: str, run_id: str) -> str:
     rejection = RejectionRecord(stage="solve", checkpoint=1, validator="arithmetic",
                                 reason_code="arithmetic_error", detail="2 + 2 = 5 (exact: 4)",
-                                step_index=1, tokens_at_fire=14)
+                                step_index=1, tokens_at_fire=14, span_start=WRONG,
+                                span_end=WRONG + 9, span_text="2 + 2 = 5")
     named = [ledger_entry(run_id, "p1", 0, model="*", served_model="gen-a", completion_tokens=7)]
     return commit_run(url, [
         sample_result("", "p1", 0, stages=[StageText(stage="solve", text="1 + 1 = 2\n#### 2")],
@@ -91,6 +93,21 @@ def test_rejected_texts_shows_the_text_up_to_the_cut(two_runs: tuple[str, str]) 
         "reason_code": "arithmetic_error", "detail": "2 + 2 = 5 (exact: 4)",
         "cut_in_flight": "t", "step_that_fired": "Then 2 + 2 = 5",
         "text_to_the_cut": "One apple: 1 + 1 = 2\nThen 2 + 2 = 5"}
+
+
+def test_rejection_evidence_quotes_the_span_in_its_context(two_runs: tuple[str, str]) -> None:
+    url, latest = two_runs
+    out = _psql(url, PROJECT_ROOT / "sql" / "queries" / "rejection_evidence.sql", "--csv",
+                "-v", f"run_id={latest}")
+    assert out.returncode == 0, out.stderr
+    row, = csv.DictReader(io.StringIO(out.stdout))
+    assert {k: row[k] for k in ("prompt_id", "sample_index", "validator", "reason_code",
+                                "span_start", "span_end", "span_text", "quoted_exactly")} == {
+        "prompt_id": "p1", "sample_index": "1", "validator": "arithmetic",
+        "reason_code": "arithmetic_error", "span_start": str(WRONG), "span_end": str(WRONG + 9),
+        "span_text": TEXT[WRONG:WRONG + 9], "quoted_exactly": "t"}
+    before, after = TEXT[:WRONG], TEXT[WRONG + 9:]
+    assert row["in_context"] == (before + "[[2 + 2 = 5]]" + after).replace("\n", "\\n")
 
 
 def test_outcomes_by_model_names_the_model_the_endpoint_served(two_runs: tuple[str, str]) -> None:

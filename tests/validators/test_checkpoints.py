@@ -104,3 +104,26 @@ def test_a_runaway_line_is_rejected_by_repetition_before_max_tokens() -> None:
         if fired_at is not None:
             break
     assert fired_at is not None and fired_at < 300
+
+
+@pytest.mark.parametrize("separator", ["\n", "\n\n", "||"])
+@pytest.mark.parametrize("chunk", [1, 2, 7, 4096])
+def test_every_step_and_tail_knows_where_it_starts(separator: str, chunk: int) -> None:
+    """`stage_text[step.start:][:len(step.text)] == step.text` for every step (blank steps,
+    separators split across chunks, a runaway line cut in pieces) and for every tail."""
+    t = trace("processbench-gsm8k-0")
+    text = (separator.join(t["steps"]) + separator * 3 + "x" * (MAX_STEP_CHARS * 2 + 5)
+            + separator + "  " + separator + "last words")
+    sp = CheckpointSplitter(separator=separator, fractions=[0.3, 0.6], expected_tokens=len(text),
+                            step_tokens=500)
+    cps = [cp for piece in _stream(text, chunk) for cp in sp.push(piece, len(piece))]
+    cps.append(sp.close())
+    steps = [s for cp in cps for s in cp.steps]
+    assert [s.index for s in steps] == list(range(len(steps)))
+    for s in steps:
+        assert text[s.start:s.start + len(s.text)] == s.text
+    assert [s.start for s in steps] == sorted(s.start for s in steps)
+    tails = [cp for cp in cps if cp.tail]
+    assert tails  # the fractions and the step-token bound cut inside steps
+    for cp in tails:
+        assert text[cp.tail_start:cp.tail_start + len(cp.tail)] == cp.tail

@@ -1,7 +1,8 @@
 """Hostile model output, fuzzed with hypothesis: every registered validator, the checkpoint
 splitter and the SSE stream parser take random and adversarial text in random chunkings, and
 nothing escapes — no exception (validators' `feed` must never raise), every checkpoint judged
-within its time budget (50 ms, asserted with a factor of 5 for loaded machines).
+within its time budget (50 ms, asserted with a factor of 5 for loaded machines), every fault's
+span inside the text.
 
 The fast variant runs in `make test`; `pytest -m slow tests/validators/test_fuzz.py` runs the same
 properties with many more examples (FOLDEM_FUZZ_EXAMPLES overrides the count).
@@ -107,6 +108,7 @@ def _check_validator(name: str, chunks: list[str], ctx: ProblemContext,
                                   expected_tokens=ctx.expected_tokens)
     checkpoints = [cp for chunk in chunks for cp in splitter.push(chunk, max(1, len(chunk) // 4))]
     checkpoints.append(splitter.close())
+    text = "".join(chunks)
     for cp in checkpoints:
         started = time.perf_counter()
         verdict = session.feed(cp)  # must not raise: the policy would hide a crash as a skip
@@ -118,6 +120,9 @@ def _check_validator(name: str, chunks: list[str], ctx: ProblemContext,
             assert verdict.reason, f"{name}: a fault without a reason code: {verdict}"
             if type(v).reason_codes:
                 assert verdict.reason in type(v).reason_codes, verdict.reason
+        if verdict.span is not None:  # the evidence lies in the text streamed
+            start, end = verdict.span
+            assert 0 <= start < end <= len(text), f"{name}: span {verdict.span} of {len(text)}"
 
 
 @pytest.mark.parametrize("name", VALIDATORS)

@@ -14,6 +14,9 @@ Definitions (chosen on recorded traces so that they fire on real faults only):
 - premature by position (off unless `min_fraction` is set): the marker arrives before
   `min_fraction` of ctx.expected_tokens. Expected length is per stage, not per problem, so
   this fires on short correct solutions; measure before turning it on.
+
+Spans: the premature or the second marker itself; for reasoning after the answer, the text from
+the end of the (last restated) marker through the step where the words ran out.
 """
 
 from __future__ import annotations
@@ -23,7 +26,14 @@ from dataclasses import replace
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.base import (
+    Checkpoint,
+    ProblemContext,
+    Step,
+    Validator,
+    ValidatorSession,
+    Verdict,
+)
 from validators.lib.answers import AnswerMatch, AnswerReader
 
 _DIGIT = re.compile(r"\d")
@@ -71,60 +81,69 @@ class _AnswerMarkerSession(ValidatorSession):
         self.reader = AnswerReader()
         self.first_step: int | None = None
         self.words_after = 0  # words after the first marker since it was last restated
+        self.after_from = 0  # where those words start in the stage text
         self.done = False  # a fault was reported: stay quiet afterwards
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
         if self.done:
             return self.v.ok()
         for step in checkpoint.steps:
-            verdict = self._step(step.index, step.text, checkpoint)
+            verdict = self._step(step, checkpoint)
             if verdict is not None:
                 self.done = True
                 return replace(verdict, score=self.p.fault_score)
         return self.v.ok()
 
-    def _step(self, index: int, text: str, cp: Checkpoint) -> Verdict | None:
+    def _step(self, step: Step, cp: Checkpoint) -> Verdict | None:
+        text = step.text
         markers = [m for m in self.reader.read(text) if m.normalized is not None]
         if self.first is None:
             if not markers:
                 self.words_before += len(text.split())
                 self.digit_before = self.digit_before or bool(_DIGIT.search(text))
                 return None
-            return self._first_marker(index, text, markers, cp)
-        return self._after_first(index, text, markers, 0)
+            return self._first_marker(step, markers, cp)
+        return self._after_first(step, markers, 0)
 
-    def _first_marker(self, index: int, text: str, markers: list[AnswerMatch],
+    def _first_marker(self, step: Step, markers: list[AnswerMatch],
                       cp: Checkpoint) -> Verdict | None:
+        index, text = step.index, step.text
         head = text[:markers[0].start]
+        span = (step.start + markers[0].start, step.start + markers[0].end)
         words = self.words_before + len(head.split())
         digit = self.digit_before or bool(_DIGIT.search(head))
         self.first, self.first_step = markers[0].normalized, index
         if self.p.min_words_before and words < self.p.min_words_before and not digit:
             return self.v.fault("premature_answer_marker",
                                 f"final answer {self.first!r} written before any reasoning "
-                                f"({words} words before it)", step_index=index)
+                                f"({words} words before it)", step_index=index, span=span)
         if (self.p.min_fraction is not None and cp.fraction is not None
                 and cp.fraction < self.p.min_fraction):
             return self.v.fault("premature_answer_marker",
                                 f"final answer at {cp.fraction:.0%} of the expected length",
-                                step_index=index)
-        return self._after_first(index, text, markers[1:], markers[0].end)
+                                step_index=index, span=span)
+        self.after_from = span[1]
+        return self._after_first(step, markers[1:], markers[0].end)
 
-    def _after_first(self, index: int, text: str, markers: list[AnswerMatch],
+    def _after_first(self, step: Step, markers: list[AnswerMatch],
                      start: int) -> Verdict | None:
-        """Judge `text[start:]`, which follows the first marker; `markers` lie in it."""
+        """Judge `step.text[start:]`, which follows the first marker; `markers` lie in it."""
+        index, text = step.index, step.text
         for m in markers:
             if self.p.duplicate and m.normalized != self.first:
                 return self.v.fault("duplicate_answer_marker",
                                     f"second final answer {m.normalized!r} differs from the "
-                                    f"first {self.first!r}", step_index=index)
+                                    f"first {self.first!r}", step_index=index,
+                                    span=(step.start + m.start, step.start + m.end))
         if markers:  # restated: what came before it was part of the conclusion
             self.words_after = len(text[markers[-1].end:].split())
+            self.after_from = step.start + markers[-1].end
         else:
             self.words_after += len(text[start:].split())
         if self.p.max_words_after is not None and self.words_after >= self.p.max_words_after:
             return self.v.fault("reasoning_after_answer",
                                 f"{self.words_after} words of further text after the final "
                                 f"answer {self.first!r} (step {self.first_step})",
-                                step_index=index)
+                                step_index=index,
+                                span=(self.after_from, step.start + len(text)))
         return None

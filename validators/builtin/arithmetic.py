@@ -23,7 +23,7 @@ checks that they hold.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from itertools import islice
 
@@ -69,10 +69,11 @@ class ArithmeticParams(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class Mismatch:
-    """One equation that does not hold."""
+    """One equation that does not hold; `span` is where it is written in the step's text."""
 
     written: str
     exact: Fraction
+    span: tuple[int, int] = (0, 0)
 
     def describe(self) -> str:
         return f"{self.written} (exact: {format_exact(self.exact)})"
@@ -132,13 +133,13 @@ class EquationChecker:
                 return found
         if ("=" not in text and "≈" not in text and "\\approx" not in text) or _skip_step(text):
             return None
-        prose = _APPROX_WORDS.sub("≈ ", _ANY_ANNOTATION.sub("", text))
+        prose = _prose(text)
         for start, end in relation_runs(prose):
             if budget[0] <= 0:
                 return None
             found = self._check_run(prose, start, end, budget)
             if found is not None:
-                return found
+                return replace(found, span=_source_span(text, *found.span))
         return None
 
     def _check_annotations(self, text: str, budget: list[int]) -> Mismatch | None:
@@ -155,7 +156,7 @@ class EquationChecker:
                 continue
             side = _Side(parts[0], lhs)
             if not self.holds(side, rhs):
-                return Mismatch(f"<<{m.group(1)}>>", lhs.exact)
+                return Mismatch(f"<<{m.group(1)}>>", lhs.exact, m.span())
             after = _LEADING_NUMBER.match(text, m.end())
             if not self.params.check_annotation_text or after is None:
                 continue
@@ -168,7 +169,8 @@ class EquationChecker:
                 negated = Parsed(-stated.exact, 0, True, stated.decimals, stated.percent,
                                  stated.uncertainty)
                 if not self.holds(side, negated):
-                    return Mismatch(f"<<{m.group(1)}>>{after.group().strip()}", lhs.exact)
+                    return Mismatch(f"<<{m.group(1)}>>{after.group().strip()}", lhs.exact,
+                                    (m.start(), after.end()))
         return None
 
     def _check_run(self, text: str, start: int, end: int, budget: list[int]) -> Mismatch | None:
@@ -203,8 +205,7 @@ class EquationChecker:
                     return None
                 if lhs.parsed.exact == rhs.parsed.exact or self._running_total(lhs, rhs.text):
                     continue
-                written = text[pieces[k][0]:pieces[k + 1][1]]
-                return Mismatch(" ".join(written.split()), lhs.parsed.exact)
+                return _link(text, pieces[k][0], pieces[k + 1][1], lhs.parsed.exact)
             budget[0] -= 1
             if budget[0] < 0:
                 return None
@@ -212,8 +213,7 @@ class EquationChecker:
                 continue
             if "/" in rhs.text and self._running_total(lhs, rhs.text):
                 continue
-            written = text[pieces[k][0]:pieces[k + 1][1]]
-            return Mismatch(" ".join(written.split()), lhs.parsed.exact)
+            return _link(text, pieces[k][0], pieces[k + 1][1], lhs.parsed.exact)
         return None
 
     def _running_total(self, lhs: _Side, rhs_text: str) -> bool:
@@ -222,6 +222,39 @@ class EquationChecker:
         stated = parse_arithmetic(lead.group()) if lead else None
         return isinstance(stated, Parsed) and (
             abs(stated.exact - lhs.parsed.exact) <= lhs.parsed.uncertainty)
+
+
+def _link(text: str, start: int, end: int, exact: Fraction) -> Mismatch:
+    """The link `text[start:end]` of a chain, which does not hold (its span trimmed of the
+    whitespace around the sides)."""
+    written = text[start:end]
+    lead = len(written) - len(written.lstrip())
+    return Mismatch(" ".join(written.split()), exact,
+                    (start + lead, start + len(written.rstrip())))
+
+
+def _prose(text: str) -> str:
+    """The text as equations are read from it: annotations out, "= approximately" as `≈`."""
+    return _APPROX_WORDS.sub("≈ ", _ANY_ANNOTATION.sub("", text))
+
+
+def _source_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Where `_prose(text)[start:end]` was written in `text`: the two substitutions replayed
+    with a map from each character of the result to the character it came from (one put in by
+    a substitution maps to the start of what it replaced). Only on a fault: cost is no issue."""
+    current, origin = text, list(range(len(text)))
+    for pattern, repl in ((_ANY_ANNOTATION, ""), (_APPROX_WORDS, "≈ ")):
+        pieces, mapped, pos = [], [], 0
+        for m in pattern.finditer(current):
+            pieces += [current[pos:m.start()], repl]
+            mapped += origin[pos:m.start()] + [origin[m.start()]] * len(repl)
+            pos = m.end()
+        pieces.append(current[pos:])
+        mapped += origin[pos:]
+        current, origin = "".join(pieces), mapped
+    if not 0 <= start < end <= len(origin):
+        return (0, 0)
+    return origin[start], origin[end - 1] + 1
 
 
 class _ArithmeticSession(ValidatorSession):
@@ -235,8 +268,10 @@ class _ArithmeticSession(ValidatorSession):
         for step in checkpoint.steps:
             mismatch = self.checker.check(step.text)
             if mismatch is not None:
+                start, end = mismatch.span
                 return self.validator.fault("arithmetic_error", mismatch.describe(),
-                                            step_index=step.index, score=self.score)
+                                            step_index=step.index, score=self.score,
+                                            span=(step.start + start, step.start + end))
         return self.ok
 
 

@@ -4,6 +4,9 @@ As soon as a complete step holds a final-answer marker whose answer normalises, 
 carries `final_answer`, so the policy can stop the stream early (the rest would be a restatement,
 or tokens the sample does not need). At the `final` checkpoint a stream that never wrote an
 answer — typically one cut at max_tokens in the middle of a loop — is a fault.
+
+Spans: `unparseable_answer` points at the marker that did not parse; `no_final_answer` has no
+span (no text explains an answer that is missing; the stored stage text shows how it ended).
 """
 
 from __future__ import annotations
@@ -59,7 +62,8 @@ class _FinalAnswerSession(ValidatorSession):
         self.answer: str | None = None  # the last normalised answer seen
         self.answer_step: int | None = None
         self.reported = False
-        self.unparseable: tuple[int, AnswerMatch] | None = None  # a marker that did not parse
+        # A marker that did not parse: its step's index, its step's start, the marker.
+        self.unparseable: tuple[int, int, AnswerMatch] | None = None
         self.last_step_text = ""
         self.reader = AnswerReader()
         self.ok = ok_verdict(validator)
@@ -73,7 +77,7 @@ class _FinalAnswerSession(ValidatorSession):
                     continue
                 normalized = match.normalized
                 if normalized is None:
-                    self.unparseable = (step.index, match)
+                    self.unparseable = (step.index, step.start, match)
                     continue
                 self.answer, self.answer_step = normalized, step.index
         if not self.reported and self.answer_step != before:
@@ -95,10 +99,11 @@ class _FinalAnswerSession(ValidatorSession):
                 return self.v.ok(final_answer=concluded.normalized,
                                  detail="no marker; answer read from the concluding sentence")
         if self.unparseable is not None:
-            step_index, match = self.unparseable
+            step_index, start, match = self.unparseable
             shown = match.raw[:80] if match.complete else "an unclosed \\boxed{"
             return self.v.fault("unparseable_answer",
                                 f"final-answer marker ({match.kind}) with no usable answer: "
-                                f"{shown!r}", step_index=step_index)
+                                f"{shown!r}", step_index=step_index,
+                                span=(start + match.start, start + match.end))
         return self.v.fault("no_final_answer",
                             "the stream ended without a final answer (cut at the length limit?)")

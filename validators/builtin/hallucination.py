@@ -3,7 +3,7 @@
 A math solution has no reason to apologise, to say it is an AI, to invite follow-up questions,
 to complain that information is missing, or to hand the work to "numerical methods". Matching is
 case-insensitive on word boundaries, whitespace- and apostrophe-tolerant, over each complete step
-once; the pattern is compiled once per configured validator.
+once; the pattern is compiled once per configured validator. A fault's span is the phrase.
 """
 
 from __future__ import annotations
@@ -170,7 +170,8 @@ class _HallucinationSession(ValidatorSession):
                 phrase = step.text[span[0]:span[1]]
                 return self.v.fault("hallucination_phrase",
                                     f"phrase {phrase[:80]!r} in step {step.index}",
-                                    step_index=step.index)
+                                    step_index=step.index,
+                                    span=(step.start + span[0], step.start + span[1]))
         return self.ok
 
 

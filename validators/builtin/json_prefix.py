@@ -17,7 +17,9 @@ a blank step), so such separators are refused.
 
 Faults: `invalid_json` (the text can no longer be JSON), `schema_violation` (it can no longer
 match the schema), `incomplete_json` (the stream ended before the document did). A fault is
-reported once; later checkpoints pass (the runner has stopped the stream by then).
+reported once; later checkpoints pass (the runner has stopped the stream by then). A fault's
+span is the character that made the text impossible; `incomplete_json` has none (the document
+is missing its end).
 """
 
 from __future__ import annotations
@@ -96,20 +98,22 @@ class _JsonPrefixSession(ValidatorSession):
             text = self._unseen(step.text, cut)
             if text is None:
                 return None
+            at = step.start + len(step.text) - len(text)  # the separator follows in the text
             if not cut and not (cp.final and step.index == last):
                 text += self.p.separator
             self.next_step = step.index + 1
             if (fault := self.parser.feed(text)) is not None:
-                return self._verdict(fault, step.index, text)
+                return self._verdict(fault, step.index, text, at)
         if cp.tail and not cp.final:
             text = self._unseen(cp.tail, False)
             if text is None:
                 return None
             self.tail_fed = cp.tail
             if (fault := self.parser.feed(text)) is not None:
-                return self._verdict(fault, self.next_step, text)
+                return self._verdict(fault, self.next_step, text,
+                                     cp.tail_start + len(cp.tail) - len(text))
         if cp.final and (fault := self.parser.finish()) is not None:
-            return self._verdict(fault, max(self.next_step - 1, 0), "")
+            return self._verdict(fault, max(self.next_step - 1, 0), "", 0)
         return None
 
     def _unseen(self, text: str, cut: bool) -> str | None:
@@ -127,12 +131,15 @@ class _JsonPrefixSession(ValidatorSession):
         self.done = True
         return None
 
-    def _verdict(self, fault: JsonFault, step_index: int, fed: str) -> Verdict:
+    def _verdict(self, fault: JsonFault, step_index: int, fed: str, fed_at: int) -> Verdict:
+        """The fault, in the piece `fed` that starts at `fed_at` in the stage text."""
         at = fault.offset - self.parser.offset  # the parser stops at the piece that failed
         near = fed[max(at - 30, 0):at + 10]
         where = f" near {near!r}" if near else ""
+        at = min(max(at, 0), len(fed) - 1)
         return self.v.fault(fault.reason, f"{fault.message} at character {fault.offset}{where}",
-                            step_index=step_index, score=self.p.score_on_fault)
+                            step_index=step_index, score=self.p.score_on_fault,
+                            span=(fed_at + at, fed_at + at + 1) if fed else None)
 
 
 class JsonPrefixValidator(Validator):

@@ -11,6 +11,8 @@ measures both).
 of a step) when the problem has no negative numbers, no minus signs in its math, and no words
 that make negatives natural (temperature, debt, profit, coordinates, equations ...). Numbers
 inside calculator annotations are left to the arithmetic validator.
+
+Both point at the number that fired (`Verdict.span`).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ class _MagnitudeSession(ValidatorSession):
                     return self.validator.fault(
                         "implausible_magnitude",
                         f"{shown} exceeds {_shown(self.threshold)} (limit from the problem's "
-                        "numbers)", step_index=step.index, score=self.score)
+                        "numbers)", step_index=step.index, score=self.score,
+                        span=(step.start + number.start, step.start + number.end))
         return self.validator.ok()
 
 
@@ -185,7 +188,8 @@ class _NegativeSession(ValidatorSession):
                 return self.validator.fault(
                     "unexpected_negative",
                     f"{step.text[start:end][:60]} stated, but the problem has no negative "
-                    "quantities", step_index=step.index, score=self.score)
+                    "quantities", step_index=step.index, score=self.score,
+                    span=(step.start + start, step.start + end))
         return self.ok
 
 

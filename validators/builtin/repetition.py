@@ -15,6 +15,10 @@ Three signals, each over new text only, with bounded memory:
 
 Text inside the current unfinished step (a checkpoint's `tail`) is scanned once as it arrives,
 so a loop inside one enormous line is caught before the line ends.
+
+A fault's span is the repeated occurrence: the step written once too often, the start of the
+character run (its first `min_run_chars` characters), or the last occurrence of the looping
+phrase in the text just scanned.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from validators.lib.verdicts import ok_verdict
 from validators.tuning import Tunable
 
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_SPLIT_WORD = re.compile(r"\S+")  # the words of str.split(): \s is str.isspace
 _WORD = re.compile(r"[^\W\d_]+", re.UNICODE)
 _PERIODIC = re.compile(r"(.{1,10}?)\1{4,}", re.DOTALL)
 _RUN_OVERLAP = 64  # characters kept from scanned text so a run across a chunk border is seen
@@ -104,8 +109,13 @@ class _RepetitionSession(ValidatorSession):
         self.exact: Counter[int] = Counter()
         self.recent: deque[_RecentStep] = deque(maxlen=p.recent_steps)
         self.carry_words: list[int] = []  # hashes of the last n-1 words scanned
+        # The texts those words were read from, (text, where it starts, its word count): kept
+        # by reference, read only to show where a looping phrase is.
+        self.word_texts: deque[tuple[str, int, int]] = deque()
+        self.words_held = 0  # the words of those texts
         self.gram_window: deque[int] = deque(maxlen=p.window_words)  # n-gram hashes
         self.run_carry = ""
+        self.run_carry_end = 0  # where the text the carry ends with ends in the stage text
         self.next_step = 0  # index of the step the tail belongs to
         self.tail_text = ""  # the unfinished step as last seen (its characters are scanned)
         self.tail_words = 0  # how much of it the word scan has seen (up to a whitespace)
@@ -125,29 +135,31 @@ class _RepetitionSession(ValidatorSession):
             if step.index == self.next_step and step.text.startswith(self.tail_text):
                 runs_from, words_from = len(self.tail_text), self.tail_words
             self.next_step, self.tail_text, self.tail_words = step.index + 1, "", 0
-            found = (self._scan_runs(step.text[runs_from:], step.index)
-                     or self._scan_ngrams(step.text[words_from:], step.index)
-                     or self._judge_step(step.text, step.index))
+            found = (self._scan_runs(step.text[runs_from:], step.index, step.start + runs_from)
+                     or self._scan_ngrams(step.text[words_from:], step.index,
+                                          step.start + words_from)
+                     or self._judge_step(step.text, step.index, step.start))
             if found:
                 return found
-        return self._scan_tail(cp.tail) if cp.tail else None
+        return self._scan_tail(cp.tail, cp.tail_start) if cp.tail else None
 
-    def _scan_tail(self, tail: str) -> Verdict | None:
+    def _scan_tail(self, tail: str, start: int) -> Verdict | None:
         """Scan the new part of the unfinished step once: characters up to its end, words up to
         its last whitespace (a word cut in two is finished by the next chunk)."""
         if not tail.startswith(self.tail_text):  # not the step seen before: start afresh
             self.tail_text, self.tail_words = "", 0
-        found = self._scan_runs(tail[len(self.tail_text):], self.next_step)
+        found = self._scan_runs(tail[len(self.tail_text):], self.next_step,
+                                start + len(self.tail_text))
         self.tail_text = tail
         if found:
             return found
         cut = max(tail.rfind(" "), tail.rfind("\n"), self.tail_words)
         words_from, self.tail_words = self.tail_words, cut
-        return self._scan_ngrams(tail[words_from:cut], self.next_step)
+        return self._scan_ngrams(tail[words_from:cut], self.next_step, start + words_from)
 
     # -- whole steps ---------------------------------------------------------------------------
 
-    def _judge_step(self, text: str, index: int) -> Verdict | None:
+    def _judge_step(self, text: str, index: int, start: int) -> Verdict | None:
         normalized = " ".join(text.split()).lower()  # str.split: the whitespace of \s
         words = _WORD.findall(normalized)
         if len(words) < self.p.min_step_words:
@@ -157,7 +169,8 @@ class _RepetitionSession(ValidatorSession):
             self.exact[key] += 1
             if self.exact[key] >= self.p.max_step_repeats:
                 return self.v.fault("repeated_step", f"step written {self.exact[key]} times: "
-                                                     f"{text[:120]!r}", step_index=index)
+                                                     f"{text[:120]!r}", step_index=index,
+                                    span=(start, start + len(text)))
         numbers = tuple(_NUMBER.findall(normalized))
         word_set = frozenset(words)
         sequence = tuple(words[:_MAX_SEQUENCE_WORDS])
@@ -168,34 +181,46 @@ class _RepetitionSession(ValidatorSession):
                 if seen.count >= self.p.max_near_repeats:
                     return self.v.fault("repeated_step",
                                         f"{seen.count} near-identical steps with the same "
-                                        f"numbers, e.g. {text[:120]!r}", step_index=index)
+                                        f"numbers, e.g. {text[:120]!r}", step_index=index,
+                                        span=(start, start + len(text)))
                 return None
         self.recent.append(_RecentStep(numbers, word_set, sequence))
         return None
 
     # -- the running text ----------------------------------------------------------------------
 
-    def _scan_runs(self, text: str, index: int) -> Verdict | None:
+    def _scan_runs(self, text: str, index: int, start: int) -> Verdict | None:
+        """Scan `text`, which starts at `start` in the stage text, with the carry before it."""
         if not text:
             return None
-        scanned = self.run_carry + text
-        self.run_carry = scanned[-_RUN_OVERLAP:]
+        carry = self.run_carry
+        scanned = carry + text
+        # The carry sits right before `text` in the stage text unless a separator or a blank
+        # step came between: then a run starting in it is shown from where `text` starts.
+        contiguous = self.run_carry_end == start
+        self.run_carry, self.run_carry_end = scanned[-_RUN_OVERLAP:], start + len(text)
         if self.p.min_run_chars >= 30 and not _may_be_periodic(scanned, self.p.min_run_chars):
             return None
         for m in _PERIODIC.finditer(scanned):
             if len(m.group()) >= self.p.min_run_chars and any(c.isalnum() for c in m.group(1)):
+                # The span is the run's first min_run_chars characters: enough to show it, and
+                # the same whether the run was seen whole or while it was still being written.
+                first = start + (m.start() - len(carry) if contiguous
+                                 else max(m.start() - len(carry), 0))
+                end = min(start + m.end() - len(carry), first + self.p.min_run_chars)
                 return self.v.fault("degenerate_run",
                                     f"{m.group(1)!r} repeated over {len(m.group())} characters",
-                                    step_index=index)
+                                    step_index=index, span=(first, max(end, first + 1)))
         return None
 
-    def _scan_ngrams(self, text: str, index: int) -> Verdict | None:
+    def _scan_ngrams(self, text: str, index: int, offset: int) -> Verdict | None:
         """Hash the n-grams of the new words (C-level map/zip, no per-word Python work) into the
         window, a slice at a time, and look for a phrase at the limit after each slice."""
         n, limit = self.p.ngram, self.p.max_ngram_repeats
         words = list(map(hash, text.lower().split()))
         if not words:
             return None
+        carried = len(self.carry_words)
         joined = self.carry_words + words
         self.carry_words = joined[-(n - 1):] if n > 1 else []
         grams = list(map(hash, zip(*(joined[i:] for i in range(n)), strict=False)))
@@ -209,10 +234,32 @@ class _RepetitionSession(ValidatorSession):
                 continue
             gram, count = Counter(window).most_common(1)[0]
             if count >= limit:
+                last = max((i for i in range(start, min(start + step, len(grams)))
+                            if grams[i] == gram), default=None)
                 return self.v.fault("repeated_phrase",
                                     f"the same {n}-word phrase {count} times in the last "
-                                    f"{self.p.window_words} words", step_index=index)
+                                    f"{self.p.window_words} words", step_index=index,
+                                    span=self._phrase_span(text, offset, last, carried))
+        sources = self.word_texts
+        sources.append((text, offset, len(words)))
+        self.words_held += len(words)
+        while self.words_held - sources[0][2] >= n - 1 and len(sources) > 1:
+            self.words_held -= sources.popleft()[2]
         return None
+
+    def _phrase_span(self, text: str, offset: int, gram: int | None,
+                     carried: int) -> tuple[int, int] | None:
+        """Where the n-gram `gram` lies (an index into the n-grams of the `carried` words
+        before `text` followed by the words of `text`, which starts at `offset` in the stage
+        text). Only on a fault: the word positions are found here."""
+        if gram is None:
+            return None
+        earlier = [(at + m.start(), at + m.end()) for source, at, _ in self.word_texts
+                   for m in _SPLIT_WORD.finditer(source)]
+        spans = (earlier[-carried:] if carried else []) + [
+            (offset + m.start(), offset + m.end()) for m in _SPLIT_WORD.finditer(text)]
+        last = min(gram + self.p.ngram - 1, len(spans) - 1)
+        return (spans[gram][0], spans[last][1]) if 0 <= gram <= last else None
 
 
 def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:

@@ -18,6 +18,8 @@ GPT-3 solutions with a correct answer (2.8% of the wrong ones, at 0.62 of the te
 math brings in numbers from knowledge (8 x 7 x 6, 180 degrees): 34 of 406 clean MATH traces
 (8.4%). Hence not a default validator: opt in for word problems (soft, score 0.7, is the
 cautious setting: it rejects on a second firing at threshold 0.5).
+
+A fault's span is the first ungrounded operand, where its equation writes it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from fractions import Fraction
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from validators.base import Checkpoint, ProblemContext, Validator, ValidatorSession, Verdict
+from validators.base import (
+    Checkpoint,
+    ProblemContext,
+    Step,
+    Validator,
+    ValidatorSession,
+    Verdict,
+)
 from validators.lib.operands import (
     Computation,
     Operand,
@@ -148,7 +157,7 @@ class _UngroundedSession(ValidatorSession):
             known(part, 0) for part in operand.parts)
 
     def feed(self, checkpoint: Checkpoint) -> Verdict:
-        faults: list[tuple[int, Operand, Computation]] = []
+        faults: list[tuple[Step, Operand, Computation]] = []
         for step in checkpoint.steps:
             if len(self.known) >= _MAX_KNOWN:
                 break  # a degenerate text with tens of thousands of numbers: stop judging
@@ -156,16 +165,18 @@ class _UngroundedSession(ValidatorSession):
                 self._ground_units(step.text)
             found = self._judge_step(step.text)
             if found is not None:
-                faults.append((step.index, *found))
+                faults.append((step, *found))
         if not faults:
             return self.v.ok()
-        index, operand, comp = faults[0]
+        step, operand, comp = faults[0]
+        at = step.text.find(operand.text, comp.start) if operand.text else -1
         more = f" (and in {len(faults) - 1} later step(s))" if len(faults) > 1 else ""
         return self.v.fault(
             "ungrounded_quantity",
             f"{operand.text} in {comp.written[:120]!r} is not in the problem, not derived "
-            f"earlier and not a common constant{more}", step_index=index,
-            score=self.p.score_on_fault)
+            f"earlier and not a common constant{more}", step_index=step.index,
+            score=self.p.score_on_fault,
+            span=(step.start + at, step.start + at + len(operand.text)) if at >= 0 else None)
 
     def _judge_step(self, text: str) -> tuple[Operand, Computation] | None:
         """Judge the step's operands in order of position, then ground all it writes."""

@@ -35,7 +35,8 @@ class _ShoutingSession(ValidatorSession):
             letters = [ch for ch in step.text if ch.isalpha()]
             if len(letters) >= self.min_letters and all(ch.isupper() for ch in letters):
                 return self.v.fault("shouting", f"step {step.index} is all capitals",
-                                    step_index=step.index)
+                                    step_index=step.index,
+                                    span=(step.start, step.start + len(step.text)))
         return self.v.ok()
 
 

@@ -6,7 +6,9 @@ For every shared trace and the default solve set: in flight, the text is streame
 (early exit off); post hoc, the whole text is pushed at once through a fresh splitter without
 step checkpoints, so one final checkpoint holds every step, judged once. The kept sets must be
 identical, for each way of placing in-flight checkpoints: every step; every step plus fraction
-cuts that fall mid-step (tails); the paper's single cut at half the expected length.
+cuts that fall mid-step (tails); the paper's single cut at half the expected length. And where
+both reject with the same verdict (validator, reason, step), they point at the same text: the
+rejection evidence an analyst reads does not depend on how the stream was cut.
 """
 
 from __future__ import annotations
@@ -95,9 +97,31 @@ def post_hoc_checkpoints(sample: Sample) -> list[Checkpoint]:
 
 
 @cache
+def post_hoc_decisions(name: str) -> dict[str, Decision | None]:
+    return {s.trace.id: first_rejection(s, post_hoc_checkpoints(s)) for s in samples(name)}
+
+
 def post_hoc_kept(name: str) -> frozenset[str]:
-    return frozenset(s.trace.id for s in samples(name)
-                     if first_rejection(s, post_hoc_checkpoints(s)) is None)
+    return frozenset(tid for tid, d in post_hoc_decisions(name).items() if d is None)
+
+
+def _span_mismatches(sample: Sample, in_flight: Decision | None,
+                     post_hoc: Decision | None) -> list[str]:
+    """How the two rejections' spans disagree, when both are the same verdict; every span must
+    lie in the text. Empty: they agree (or are not the same verdict)."""
+    found = [f"{sample.trace.id}: span {d.verdict.span} outside the text"
+             for d in (in_flight, post_hoc) if d is not None and d.verdict is not None
+             and d.verdict.span is not None
+             and not 0 <= d.verdict.span[0] < d.verdict.span[1] <= len(sample.trace.text)]
+    if in_flight is None or post_hoc is None or in_flight.verdict is None or (
+            post_hoc.verdict is None):
+        return found
+    a, b = in_flight.verdict, post_hoc.verdict
+    if (a.validator, a.reason, a.step_index) == (b.validator, b.reason, b.step_index) and (
+            a.span != b.span):
+        found.append(f"{sample.trace.id}: {a.validator} ({a.reason}) points at {a.span} in "
+                     f"flight, {b.span} post hoc")
+    return found
 
 
 def _describe(decision: Decision | None) -> str:
@@ -111,19 +135,20 @@ def _describe(decision: Decision | None) -> str:
 @pytest.mark.parametrize("file", sorted(TRACE_FILES))
 def test_in_flight_keeps_exactly_what_post_hoc_keeps(file: str, mode_name: str) -> None:
     mode = MODES[mode_name]
-    kept_in_flight = frozenset(s.trace.id for s in samples(file)
-                               if first_rejection(s, None, mode) is None)
+    in_flight = {s.trace.id: first_rejection(s, None, mode) for s in samples(file)}
+    kept_in_flight = frozenset(tid for tid, d in in_flight.items() if d is None)
     kept_post_hoc = post_hoc_kept(file)
+    post_hoc = post_hoc_decisions(file)
+    spans = [m for s in samples(file)
+             for m in _span_mismatches(s, in_flight[s.trace.id], post_hoc[s.trace.id])]
+    assert not spans, "\n".join(spans[:20])
+    # Not vacuous: rejections with a span, judged the same way, were compared.
+    assert any(d is not None and d.verdict is not None and d.verdict.span is not None
+               and post_hoc[tid] is not None for tid, d in in_flight.items())
     if kept_in_flight != kept_post_hoc:
-        by_id = {s.trace.id: s for s in samples(file)}
         differing = sorted(kept_in_flight ^ kept_post_hoc)
-        lines = []
-        for tid in differing[:20]:
-            sample = by_id[tid]
-            in_flight = first_rejection(sample, None, mode)
-            post_hoc = first_rejection(sample, post_hoc_checkpoints(sample))
-            lines.append(f"{tid}: in flight {_describe(in_flight)}; "
-                         f"post hoc {_describe(post_hoc)}")
+        lines = [f"{tid}: in flight {_describe(in_flight[tid])}; "
+                 f"post hoc {_describe(post_hoc[tid])}" for tid in differing[:20]]
         pytest.fail(f"{len(differing)} trace(s) of {file} judged differently in flight "
                     f"({mode_name}) and post hoc:\n" + "\n".join(lines))
     # Not vacuous: the set rejects some traces of every file and keeps most.

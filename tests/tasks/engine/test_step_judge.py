@@ -162,6 +162,14 @@ async def test_a_wrong_step_is_rejected_in_flight_at_that_step(replay: ReplaySer
         assert result.rejection.validator == "step_judge"
         assert result.rejection.reason_code == "low_judge_score"
         assert result.rejection.step_index == trace(WRONG_AT_1)["first_error_step"]
+        # the evidence is the judged step, quoted from the stage text
+        r, stage_text = result.rejection, result.stages[-1].text
+        wrong = trace(WRONG_AT_1)["steps"][trace(WRONG_AT_1)["first_error_step"]]
+        assert r.span_start is not None and r.span_end is not None
+        assert r.span_text == stage_text[r.span_start:r.span_end] == wrong[:500]
+    assert live.rejection is not None and baseline.rejection is not None
+    assert (live.rejection.span_start, live.rejection.span_end) == (
+        baseline.rejection.span_start, baseline.rejection.span_end)
     (gen_live,), (gen_full,) = _calls(live, "generate"), _calls(baseline, "generate")
     assert gen_live.aborted and gen_live.abort_reason == "rejected"
     assert not gen_full.aborted
