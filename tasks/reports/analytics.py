@@ -1,7 +1,8 @@
 """`foldem report`: what a run (or the runs since a day) rejected, why, where, and what it cost.
 
 Reads the analytics views of migration 0005 (sql/views/analytics/) plus `run_overview` and
-`rejections_by_validator`, for a set of runs chosen by `select_runs`. `build_report` returns a
+`rejections_by_validator`, for a set of runs chosen by `select_runs`; the money sections and
+the run-over-run trend come from tasks/reports/costs.py. `build_report` returns a
 pydantic `AnalyticsReport` (its row models: tasks/reports/rows.py); `render_text` turns it into
 aligned tables for the terminal; tasks/reports/charts.py writes what `--out` asks for (PNG charts
 and report.md).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -19,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from foldem.core.errors import DatabaseError, FoldemError
+from tasks.reports.costs import CostReport, build_cost_report
 from tasks.reports.rows import (
     AnalyticsReport,
     FireRow,
@@ -29,6 +32,7 @@ from tasks.reports.rows import (
     ValidatorRow,
     _Row,
 )
+from tasks.reports.summary import money
 
 
 class RunNotFoundError(FoldemError):
@@ -167,6 +171,7 @@ def build_report(session: Session, *, run_id: str | None = None,
         fire_by_fraction=fire("fraction_bucket", "fraction_from"),
         fire_by_tokens=fire("tokens_bucket", "tokens_from"),
         latency=_rows(session, _LATENCY, LatencyRow, run_ids),
+        cost=build_cost_report(session, run_ids),
     )
 
 
@@ -187,6 +192,8 @@ class Table(BaseModel):
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Decimal):
+        return money(value)
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.1f}" if isinstance(value, float) else str(value)
@@ -195,8 +202,8 @@ def _cell(value: Any) -> str:
 def _is_number(value: Any) -> bool:
     """Right-align numbers, percentages and missing values ("-")."""
     if isinstance(value, str):
-        return value == "-" or value.endswith("%")
-    return value is None or isinstance(value, int | float)
+        return value == "-" or value.endswith("%") or value.lstrip("~-").startswith("$")
+    return value is None or isinstance(value, int | float | Decimal)
 
 
 def _pct(value: float | None) -> str:
@@ -224,6 +231,44 @@ def _fire_table(key: str, title: str, first: str, rows: list[FireRow]) -> Table:
                   [[bucket, *(c.get(n, 0) for n in names)] for bucket, c in buckets.items()],
                   note="in flight: the rejection cut the stream; the others fired after it "
                        "ended.")
+
+
+def _signed(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:+.1f}{unit}"
+
+
+def cost_tables(cost: CostReport) -> list[Table]:
+    """What the runs cost, by stage and call kind, and the trend of their jobs."""
+    return [
+        _table("cost", "Cost",
+               ["run", "cost", "per accepted", "rejected: spent", "to finish (est.)",
+                "early stops (est.)", "checks", "net saving (est.)", "calls not costed"],
+               [(r.run_id, r.cost.total_usd, r.cost.per_accepted_usd, r.cost.rejected_usd,
+                 r.cost.rejected_finish_estimate_usd, r.cost.early_stop_estimate_usd,
+                 r.cost.checks_usd, r.cost.net_saving_estimate_usd, r.cost.unpriced_calls)
+                for r in cost.runs],
+               note="at the prices in each call's ledger row (job spec or genai-prices; '-': "
+                    "no price known). est.: tokens a cut stream never generated (expected "
+                    "length), at its output price; checks: step-judge calls and judge stages; "
+                    "net: the estimated savings minus the checks (negative: a loss)."),
+        _table("cost_stages", "Cost by stage",
+               ["stage", "call kind", "calls", "not costed", "prompt", "cached prompt",
+                "completion", "cost", "% of cost"],
+               [(r.stage, r.call_kind, r.calls, r.unpriced_calls, r.prompt_tokens,
+                 r.cached_prompt_tokens, r.completion_tokens, r.cost_usd, _pct(r.pct_of_cost))
+                for r in cost.stages]),
+        _table("trends", "Run over run (the jobs' last runs, newest first)",
+               ["job", "run", "status", "started (UTC)", "samples", "accepted %", "change",
+                "rejection mix", "$ per accepted", "change", "not costed", "saved", "saved %"],
+               [(r.job_name, r.run_id, r.status, f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+                 r.samples, _pct(r.accepted_pct), _signed(r.accepted_pct_change, " pts"),
+                 r.rejection_mix or "-", r.usd_per_accepted,
+                 _signed(r.usd_per_accepted_change_pct, "%"), r.unpriced_calls, r.tokens_saved,
+                 _pct(r.saved_pct)) for r in cost.trends],
+               note="change: from the job's previous run; rejection mix: each validator's "
+                    "share of the run's rejections; saved: completion tokens cut streams did "
+                    "not generate (estimate)."),
+    ]
 
 
 def report_tables(report: AnalyticsReport) -> list[Table]:
@@ -261,6 +306,7 @@ def report_tables(report: AnalyticsReport) -> list[Table]:
                 "duration p50 ms", "duration p95 ms"],
                [(r.endpoint, r.model, r.calls, r.errors, r.retries, r.p50_ttft_ms, r.p95_ttft_ms,
                  r.p50_duration_ms, r.p95_duration_ms) for r in report.latency]),
+        *cost_tables(report.cost),
     ]
 
 
