@@ -5,7 +5,8 @@
 -- never generated (the stage's expected length), at the call's output price — estimates;
 -- checks_usd: step-judge calls and the calls of `judge` stages; net_saving_usd_est: the
 -- estimated savings minus the checks (negative: the checks cost more than they saved).
--- The same figures as the run summary and `foldem report`.
+-- A run with no priced call has every money column NULL (unknown, not $0). The same figures
+-- as the run summary and `foldem report`.
 --   psql "$(foldem db url --libpq)" -f sql/queries/cost_per_run.sql
 WITH recent AS (
     SELECT run_id, job_name, started_at, spec FROM runs ORDER BY started_at DESC LIMIT 20
@@ -48,11 +49,15 @@ SELECT
     round(p.cost_usd / nullif((SELECT count(*) FROM samples AS s
                                WHERE s.run_id = r.run_id AND s.status = 'accepted'), 0), 9)
                                                                       AS usd_per_accepted,
-    p.rejected_usd,
-    p.finish_rejected_usd_est,
-    p.early_stops_usd_est,
-    p.checks_usd,
-    p.finish_rejected_usd_est + p.early_stops_usd_est - p.checks_usd AS net_saving_usd_est
+    m.rejected_usd,
+    m.finish_rejected_usd_est,
+    m.early_stops_usd_est,
+    m.checks_usd,
+    m.finish_rejected_usd_est + m.early_stops_usd_est - m.checks_usd AS net_saving_usd_est
 FROM recent AS r
 LEFT JOIN per_run AS p ON p.run_id = r.run_id
+LEFT JOIN LATERAL (  -- the parts, when the run has a cost at all
+    SELECT p.rejected_usd, p.finish_rejected_usd_est, p.early_stops_usd_est, p.checks_usd
+    WHERE p.cost_usd IS NOT NULL
+) AS m ON true
 ORDER BY r.started_at DESC, r.run_id DESC;

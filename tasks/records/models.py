@@ -180,11 +180,17 @@ class StageFigures(_Model):
     passed: int = 0  # reached - rejected - failed: on to the next stage, or accepted
 
 
+#: The money figures of a `RunCost` besides its total: all None when the total is.
+_COST_PARTS = ("rejected_usd", "rejected_finish_estimate_usd", "early_stop_estimate_usd",
+               "step_judge_usd", "judge_stage_usd")
+
+
 class RunCost(_Model):
     """What a run's calls cost in USD at the prices in their ledger rows, and what cutting
     streams saved. `*_estimate_usd` figures price tokens that were never generated (a stage's
     expected length minus what a cut call generated) at the call's output price: estimates.
-    Calls with no known price are not costed and are counted in `unpriced_calls`."""
+    Calls with no known price are not costed and are counted in `unpriced_calls`; a run with no
+    priced call at all has every money figure None (unknown, never a silent 0)."""
 
     priced_calls: int = 0
     unpriced_calls: int = 0
@@ -193,25 +199,34 @@ class RunCost(_Model):
     total_usd: Decimal | None = None  # None: no call of the run had a price
     per_accepted_usd: Decimal | None = None  # total over accepted samples; None: none accepted
     #: Generation calls of samples that ended rejected (up to where their stream was cut).
-    rejected_usd: Decimal = Decimal(0)
+    rejected_usd: Decimal | None = None
     #: Finishing the rejected samples' cut streams to their stage's expected length (estimate).
-    rejected_finish_estimate_usd: Decimal = Decimal(0)
+    rejected_finish_estimate_usd: Decimal | None = None
     #: The tokens other early stops (complete answer, agreement) did not generate (estimate).
-    early_stop_estimate_usd: Decimal = Decimal(0)
+    early_stop_estimate_usd: Decimal | None = None
     #: The checks that cost calls: step-judge calls, and the calls of `judge` stages.
-    step_judge_usd: Decimal = Decimal(0)
-    judge_stage_usd: Decimal = Decimal(0)
+    step_judge_usd: Decimal | None = None
+    judge_stage_usd: Decimal | None = None
 
     #: Both together; and the estimated savings minus them: negative when a judge costs more
     #: than cutting streams saved (set from the figures above; a value given is ignored).
-    checks_usd: Decimal = Decimal(0)
-    net_saving_estimate_usd: Decimal = Decimal(0)
+    checks_usd: Decimal | None = None
+    net_saving_estimate_usd: Decimal | None = None
 
     @model_validator(mode="after")
     def _totals(self) -> RunCost:
-        self.checks_usd = self.step_judge_usd + self.judge_stage_usd
-        self.net_saving_estimate_usd = (self.rejected_finish_estimate_usd
-                                        + self.early_stop_estimate_usd - self.checks_usd)
+        if self.total_usd is None:
+            for name in (*_COST_PARTS, "checks_usd", "net_saving_estimate_usd"):
+                setattr(self, name, None)
+            return self
+        zero = Decimal(0)
+        for name in _COST_PARTS:
+            if getattr(self, name) is None:
+                setattr(self, name, zero)
+        self.checks_usd = (self.step_judge_usd or zero) + (self.judge_stage_usd or zero)
+        self.net_saving_estimate_usd = ((self.rejected_finish_estimate_usd or zero)
+                                        + (self.early_stop_estimate_usd or zero)
+                                        - self.checks_usd)
         return self
 
 

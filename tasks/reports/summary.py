@@ -41,19 +41,23 @@ def cost_lines(c: RunCost) -> list[str]:
                 f"no price known (give the endpoint `prices:`)") if c.unpriced_calls else ""
     if c.total_usd is None:
         return [f"unknown: {unpriced}" if unpriced else "none: no calls"]
+
+    def usd(amount: Decimal | None) -> str:  # every figure is set once the total is
+        return money(amount if amount is not None else Decimal(0))
+
     sources = " and ".join("genai-prices" if s == "genai_prices" else s.replace("_", " ")
                            for s in c.price_sources)
     per = ("" if c.per_accepted_usd is None
-           else f", {money(c.per_accepted_usd)} per accepted sample")
-    checks = (f"model checks cost {money(c.checks_usd)} (step judge {money(c.step_judge_usd)}, "
-              f"judge stages {money(c.judge_stage_usd)})" if c.checks_usd
+           else f", {usd(c.per_accepted_usd)} per accepted sample")
+    checks = (f"model checks cost {usd(c.checks_usd)} (step judge {usd(c.step_judge_usd)}, "
+              f"judge stages {usd(c.judge_stage_usd)})" if c.checks_usd
               else "no model checks (step judge, judge stage) to pay for")
-    net = c.net_saving_estimate_usd
-    lines = [f"{money(c.total_usd)} at {sources} prices{per}",
-             f"rejected samples: {money(c.rejected_usd)} spent up to the cut, "
-             f"~{money(c.rejected_finish_estimate_usd)} more to finish them (est.)",
-             f"other early stops saved ~{money(c.early_stop_estimate_usd)} (est.); {checks}",
-             f"net {'saving' if net >= 0 else 'LOSS'} ~{money(abs(net))} (est. savings minus "
+    net = c.net_saving_estimate_usd or Decimal(0)
+    lines = [f"{usd(c.total_usd)} at {sources} prices{per}",
+             f"rejected samples: {usd(c.rejected_usd)} spent up to the cut, "
+             f"~{usd(c.rejected_finish_estimate_usd)} more to finish them (est.)",
+             f"other early stops saved ~{usd(c.early_stop_estimate_usd)} (est.); {checks}",
+             f"net {'saving' if net >= 0 else 'LOSS'} ~{usd(abs(net))} (est. savings minus "
              f"the checks' cost)"]
     if unpriced:
         lines.append(unpriced)

@@ -30,8 +30,8 @@ def judge_stage_names(spec: Mapping[str, Any]) -> list[str]:
             if isinstance(s, Mapping) and s.get("kind") == "judge" and "name" in s]
 
 
-def _usd(total: Any) -> Decimal:
-    return Decimal(0) if total is None else Decimal(total)
+def _usd(total: Any) -> Decimal | None:
+    return None if total is None else Decimal(total)
 
 
 def summarize_cost(session: Session, *, run_id: str, accepted: int) -> RunCost:

@@ -62,6 +62,8 @@ def runs(pg_url: str) -> Iterator[tuple[str, str, list[list[SampleResult]]]]:
                           prefix="trend", spec=SPEC, finish="completed"),
                commit_run(url, lambda r: keep(cost_mix(r, judge_price("0.01"))[0]),
                           prefix="trend", spec=SPEC, finish="completed")]
+        commit_run(url, lambda r: [sample_result(r, "u", ledger=[priced_call(r, "u", None)])],
+                   prefix="unpriced", spec=SPEC, run_id="unpriced-run", finish="completed")
         with db.session_scope(db.get_engine(url)) as session:
             for day, run_id in enumerate(ids, start=1):
                 session.execute(sa.text("UPDATE runs SET started_at = :t WHERE run_id = :r"),
@@ -104,6 +106,12 @@ def test_cost_per_run_is_the_run_summarys_cost(runs: tuple[str, str, Any]) -> No
             assert _money(row["net_saving_usd_est"]) == cost.net_saving_estimate_usd
     newest = rows[_run_id(made[-1])]
     assert _money(newest["checks_usd"]) != 0 and int(newest["unpriced_calls"]) == 1
+    # a run with no price: every money figure unknown, none a $0
+    unknown = rows["unpriced-run"]
+    assert int(unknown["unpriced_calls"]) == 1
+    assert all(unknown[k] == "" for k in ("cost_usd", "usd_per_accepted", "rejected_usd",
+                                          "finish_rejected_usd_est", "checks_usd",
+                                          "net_saving_usd_est"))
 
 
 def test_cost_by_stage_splits_the_ledger_by_stage_and_call_kind(

@@ -56,4 +56,5 @@ def test_a_run_with_no_price_has_no_cost_rather_than_zero(db_session: Session) -
           run_id)
     cost = summarize_run(db_session, run_id=run_id).cost
     assert cost.total_usd is None and cost.per_accepted_usd is None
+    assert cost.rejected_usd is None and cost.net_saving_estimate_usd is None  # unknown, not 0
     assert (cost.priced_calls, cost.unpriced_calls, cost.unpriced_endpoints) == (0, 1, ["free"])
