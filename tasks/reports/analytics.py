@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from foldem.core.errors import DatabaseError, FoldemError
-from tasks.reports.costs import CostReport, build_cost_report
+from tasks.reports.costs import build_cost_report, cost_tables
 from tasks.reports.rows import (
     AnalyticsReport,
     FireRow,
@@ -233,44 +233,6 @@ def _fire_table(key: str, title: str, first: str, rows: list[FireRow]) -> Table:
                        "ended.")
 
 
-def _signed(value: float | None, unit: str) -> str:
-    return "-" if value is None else f"{value:+.1f}{unit}"
-
-
-def cost_tables(cost: CostReport) -> list[Table]:
-    """What the runs cost, by stage and call kind, and the trend of their jobs."""
-    return [
-        _table("cost", "Cost",
-               ["run", "cost", "per accepted", "rejected: spent", "to finish (est.)",
-                "early stops (est.)", "checks", "net saving (est.)", "calls not costed"],
-               [(r.run_id, r.cost.total_usd, r.cost.per_accepted_usd, r.cost.rejected_usd,
-                 r.cost.rejected_finish_estimate_usd, r.cost.early_stop_estimate_usd,
-                 r.cost.checks_usd, r.cost.net_saving_estimate_usd, r.cost.unpriced_calls)
-                for r in cost.runs],
-               note="at the prices in each call's ledger row (job spec or genai-prices; '-': "
-                    "no price known). est.: tokens a cut stream never generated (expected "
-                    "length), at its output price; checks: step-judge calls and judge stages; "
-                    "net: the estimated savings minus the checks (negative: a loss)."),
-        _table("cost_stages", "Cost by stage",
-               ["stage", "call kind", "calls", "not costed", "prompt", "cached prompt",
-                "completion", "cost", "% of cost"],
-               [(r.stage, r.call_kind, r.calls, r.unpriced_calls, r.prompt_tokens,
-                 r.cached_prompt_tokens, r.completion_tokens, r.cost_usd, _pct(r.pct_of_cost))
-                for r in cost.stages]),
-        _table("trends", "Run over run (the jobs' last runs, newest first)",
-               ["job", "run", "status", "started (UTC)", "samples", "accepted %", "change",
-                "rejection mix", "$ per accepted", "change", "not costed", "saved", "saved %"],
-               [(r.job_name, r.run_id, r.status, f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
-                 r.samples, _pct(r.accepted_pct), _signed(r.accepted_pct_change, " pts"),
-                 r.rejection_mix or "-", r.usd_per_accepted,
-                 _signed(r.usd_per_accepted_change_pct, "%"), r.unpriced_calls, r.tokens_saved,
-                 _pct(r.saved_pct)) for r in cost.trends],
-               note="change: from the job's previous run; rejection mix: each validator's "
-                    "share of the run's rejections; saved: completion tokens cut streams did "
-                    "not generate (estimate)."),
-    ]
-
-
 def report_tables(report: AnalyticsReport) -> list[Table]:
     """The report's tables in display order (none for an empty report)."""
     if report.empty_reason:
@@ -306,7 +268,7 @@ def report_tables(report: AnalyticsReport) -> list[Table]:
                 "duration p50 ms", "duration p95 ms"],
                [(r.endpoint, r.model, r.calls, r.errors, r.retries, r.p50_ttft_ms, r.p95_ttft_ms,
                  r.p50_duration_ms, r.p95_duration_ms) for r in report.latency]),
-        *cost_tables(report.cost),
+        *(_table(*spec) for spec in cost_tables(report.cost)),
     ]
 
 

@@ -11,8 +11,10 @@ tests/sql checks that both give the same figures.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict
@@ -141,3 +143,51 @@ def build_cost_report(session: Session, run_ids: list[str]) -> CostReport:
     trends = [TrendRow.model_validate(dict(row._mapping)) for row in session.execute(
         sa.text(_TRENDS), {"jobs": list(jobs or []), "until": until, "keep": TREND_RUNS})]
     return CostReport(runs=runs, stages=stages, trends=trends)
+
+
+# ---------------------------------------------------------------------------------- rendering
+
+#: A table as `foldem report` lays it out: key, title, headers, rows, note.
+TableSpec = tuple[str, str, list[str], Sequence[Sequence[Any]], str]
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}%"
+
+
+def _signed(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:+.1f}{unit}"
+
+
+def cost_tables(cost: CostReport) -> list[TableSpec]:
+    """What the runs cost, by stage and call kind, and the trend of their jobs (money as
+    Decimal: the report formats it; None: no price known)."""
+    return [
+        ("cost", "Cost",
+         ["run", "cost", "per accepted", "rejected: spent", "to finish (est.)",
+          "early stops (est.)", "checks", "net saving (est.)", "calls not costed"],
+         [(r.run_id, r.cost.total_usd, r.cost.per_accepted_usd, r.cost.rejected_usd,
+           r.cost.rejected_finish_estimate_usd, r.cost.early_stop_estimate_usd,
+           r.cost.checks_usd, r.cost.net_saving_estimate_usd, r.cost.unpriced_calls)
+          for r in cost.runs],
+         "at the prices in each call's ledger row (job spec or genai-prices; '-': no price "
+         "known). est.: tokens a cut stream never generated (expected length), at its output "
+         "price; checks: step-judge calls and judge stages; net: the estimated savings minus "
+         "the checks (negative: a loss)."),
+        ("cost_stages", "Cost by stage",
+         ["stage", "call kind", "calls", "not costed", "prompt", "cached prompt", "completion",
+          "cost", "% of cost"],
+         [(r.stage, r.call_kind, r.calls, r.unpriced_calls, r.prompt_tokens,
+           r.cached_prompt_tokens, r.completion_tokens, r.cost_usd, _pct(r.pct_of_cost))
+          for r in cost.stages], ""),
+        ("trends", "Run over run (the jobs' last runs, newest first)",
+         ["job", "run", "status", "started (UTC)", "samples", "accepted %", "change",
+          "rejection mix", "$ per accepted", "change", "not costed", "saved", "saved %"],
+         [(r.job_name, r.run_id, r.status, f"{r.started_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+           r.samples, _pct(r.accepted_pct), _signed(r.accepted_pct_change, " pts"),
+           r.rejection_mix or "-", r.usd_per_accepted,
+           _signed(r.usd_per_accepted_change_pct, "%"), r.unpriced_calls, r.tokens_saved,
+           _pct(r.saved_pct)) for r in cost.trends],
+         "change: from the job's previous run; rejection mix: each validator's share of the "
+         "run's rejections; saved: completion tokens cut streams did not generate (estimate)."),
+    ]
