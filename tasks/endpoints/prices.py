@@ -107,7 +107,7 @@ def listed_price(endpoint: Endpoint, *, at: datetime | None = None) -> EndpointP
     endpoint is not a hosted API the list knows, or the list has no token prices for the model."""
     if endpoint.base_url in EMBEDDED:
         return None
-    from genai_prices import Usage, calc_price  # its data loads on first use (~0.2 s)
+    from genai_prices import Usage, calc_price  # its data loads on first use (~0.3 s)
 
     try:
         found = calc_price(Usage(input_tokens=0, output_tokens=0), endpoint.model,
