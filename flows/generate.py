@@ -218,6 +218,11 @@ async def generate(job_path: str, run_id: str | None = None, database_url: str |
             ctx = open_context(job, run_id=run_id, database_url=db_url, base_urls=urls,
                                board=ProgressBoard(total=total))
             try:
+                priced, unpriced = ctx.price_notes()
+                for line in priced:
+                    logger.info(line)
+                if unpriced:
+                    logger.warning(unpriced)
                 # A stage with no live endpoint fails here, before the run; a dead replica of
                 # several is taken out of rotation with a warning.
                 for warning in await preflight_run(ctx.engine):

@@ -12,6 +12,7 @@ from foldem.core.errors import ConfigError
 from foldem.replay.cli import add_judge_noise_args, pace_arg, share_arg
 
 if TYPE_CHECKING:  # the measuring module is imported only when the command runs
+    from foldem.spec.endpoints import Prices
     from tasks.bench.validator_figures import BenchReport
 
 _FIRST_SCOPE = "all"
@@ -42,6 +43,27 @@ def _names(text: str) -> list[str]:
     if not names:
         raise argparse.ArgumentTypeError("name at least one validator")
     return names
+
+
+def prices_arg(text: str) -> Prices:
+    """`input=0.15,output=0.6[,cached_input=0.075]`: USD per million tokens."""
+    from pydantic import ValidationError
+
+    from foldem.spec.endpoints import Prices
+
+    fields: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise argparse.ArgumentTypeError(f"{part!r} is not name=value (e.g. input=0.15)")
+        fields[f"{key.strip()}_per_mtok"] = value.strip()
+    try:
+        return Prices.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])).removesuffix('_per_mtok')}: "
+                             f"{e['msg']}" for e in exc.errors())
+        raise argparse.ArgumentTypeError(f"{problems} (give input=X,output=Y[,cached_input=Z] "
+                                         "in USD per million tokens)") from None
 
 
 def _cell(fired: int, total: int) -> str:
@@ -128,13 +150,15 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
     from foldem.core.data import resolve_input_path
     from foldem.replay.judge import JudgeNoise
     from tasks.bench.replay_bench import BenchReplaySettings, run_bench_replay
+    from tasks.bench.replay_cost import cost_line
 
     settings = BenchReplaySettings(
         traces=[resolve_input_path(arg) for arg in args.traces], out_dir=Path(args.out),
         job_path=Path(args.job) if args.job else None, concurrency=args.concurrency,
         tokens_per_second=args.tokens_per_second, faults=args.faults,
         agreement_k=args.agreement_k, early_exit=args.early_exit, step_judge=args.step_judge,
-        judge_noise=JudgeNoise(recall=args.judge_recall, false_alarm=args.judge_false_alarm))
+        judge_noise=JudgeNoise(recall=args.judge_recall, false_alarm=args.judge_false_alarm),
+        prices=args.prices)
     s = run_bench_replay(settings)
     pct = "{:.1%}".format
     print(f"traces {s['traces']}: tokens {s['tokens_full']:,} generate-then-filter, "
@@ -149,6 +173,7 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
               f"prompt + {j['completion_tokens_msifr']:,} completion tokens), "
               f"{j['calls_full']:,} after the fact; it decided {j['rejected_by_judge']} "
               f"rejections; oracle capture {s['oracle_capture']}")
+    print(cost_line(s["cost"]))
     print(f"summary, runs and report written to {args.out}")
     return 0 if s["kept_equal_to_posthoc"] and s["server_tokens_match"] else 1
 
@@ -248,6 +273,10 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
                      help="give the default job a step judge: the replay answers it from the "
                      "traces' human step labels (an oracle judge; degrade it with the two "
                      "options below). Measures what in-flight judging can capture, not a model")
+    rep.add_argument("--prices", type=prices_arg, metavar="input=X,output=Y[,cached_input=Z]",
+                     help="USD per million tokens for the endpoints the job gives no `prices:` "
+                     "(the default job: all): the summary adds each mode's cost per accepted "
+                     "sample")
     add_judge_noise_args(rep)
     rep.set_defaults(func=cmd_bench_replay)
     _register_live(group)

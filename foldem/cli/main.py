@@ -86,8 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         path.parent.mkdir(parents=True, exist_ok=True)
         keys = ["run_id", "samples", "accepted", "rejected", "failed", "superseded",
                 "prompt_tokens", "completion_tokens", "tokens_saved", "agreement_tokens_saved",
-                "server_tokens_sent", "endpoints"]
-        data = summary.model_dump()
+                "server_tokens_sent", "endpoints", "cost"]
+        data = summary.model_dump(mode="json")  # money as exact decimal strings
         path.write_text(json.dumps({k: data[k] for k in keys} | {"status": summary.status},
                                    indent=2) + "\n")
         print(f"\nsummary written to {path}")

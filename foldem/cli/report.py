@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser(
         "report", help="what runs rejected, why, where in the generation, and what it cost",
         description="Tables of rejections by stage and validator, tokens used and saved, where "
-        "rejections fire and endpoint latency, read from the analytics views. Default: the "
+        "rejections fire and endpoint latency, read from the analytics views; what the runs "
+        "cost (at the prices in the ledger) and their jobs' run-over-run trend. Default: the "
         "latest run.")
     which = report.add_mutually_exclusive_group()
     which.add_argument("--run", metavar="ID", help="report on this run")

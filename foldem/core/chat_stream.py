@@ -18,9 +18,9 @@ them must not fail a stream that is otherwise fine.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_serializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_serializer
 
 #: A key declared for the writer's sake (its position in the rendered JSON) and not read.
 Unread = Any
@@ -79,10 +79,29 @@ class ChunkChoice(_Lenient):
     finish_reason: str | None = None
 
 
+def _count_or_none(value: Any) -> int | None:
+    """A token count, or None for anything else: an odd detail must not fail the stream."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+class PromptTokensDetails(_Lenient):
+    """`usage.prompt_tokens_details`: `cached_tokens` is how many of the prompt's tokens the
+    server served from its prompt cache (OpenAI, vLLM and llama.cpp send it; hosted APIs bill
+    them at a lower price)."""
+
+    cached_tokens: Annotated[int | None, BeforeValidator(_count_or_none)] = None
+
+
 class ChunkUsage(_Lenient):
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     total_tokens: Unread = None
+    prompt_tokens_details: PromptTokensDetails | None = None
+
+    @property
+    def cached_tokens(self) -> int | None:
+        details = self.prompt_tokens_details
+        return None if details is None else details.cached_tokens
 
 
 class ChunkTimings(_Lenient):
@@ -117,18 +136,22 @@ class StreamChunk(_Lenient):
 
 
 class Usage(ChunkUsage):
-    """Token counts as a server reports them: all three, always."""
+    """Token counts as a server reports them: all three, always, and the prompt's cached tokens
+    (a server without a prompt cache, like the replay endpoint, served none from it: 0)."""
 
     model_config = ConfigDict(extra="forbid")
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = Field(
+        default_factory=lambda: PromptTokensDetails(cached_tokens=0))
 
     @classmethod
-    def of(cls, prompt_tokens: int, completion_tokens: int) -> Usage:
+    def of(cls, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0) -> Usage:
         return cls(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                   total_tokens=prompt_tokens + completion_tokens)
+                   total_tokens=prompt_tokens + completion_tokens,
+                   prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens))
 
 
 class ChatCompletionChunk(StreamChunk):

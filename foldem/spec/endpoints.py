@@ -1,7 +1,7 @@
 """The endpoint sections of a job spec: where calls go (`Endpoint`), how long they may take
 (`Timeouts`), the limits shared across processes (`EndpointLimits`), the circuit breaker of an
-endpoint (`Breaker`), the bundled replay endpoint (`Replay`) and the
-local model server foldem starts for a run (`LocalModel`).
+endpoint (`Breaker`), what its tokens cost (`Prices`), the bundled replay endpoint (`Replay`) and
+the local model server foldem starts for a run (`LocalModel`).
 
 `JobSpec` and `load_job` live in foldem/spec/job.py.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -90,6 +91,23 @@ class EndpointLimits(_Strict):
         return (self.max_streams or self.requests_per_minute or self.tokens_per_minute) is not None
 
 
+def _price(description: str) -> Any:
+    """A price field: USD per million tokens, at most $100,000 (a typo guard), to nine decimal
+    places (what the ledger keeps)."""
+    return Field(ge=0, le=100_000, decimal_places=9, description=description)
+
+
+class Prices(_Strict):
+    """What an endpoint's tokens cost, USD per million tokens. Given, they win over the prices
+    foldem looks up for a hosted model (genai-prices' data)."""
+
+    input_per_mtok: Decimal = _price("Uncached prompt tokens.")
+    cached_input_per_mtok: Decimal | None = Field(
+        None, ge=0, le=100_000, decimal_places=9, description="Prompt tokens the server "
+        "served from its prompt cache; unset: input_per_mtok.")
+    output_per_mtok: Decimal = _price("Completion tokens.")
+
+
 class Endpoint(_Strict):
     name: str = Field(description="Name used by stages and in the ledger.")
     base_url: str = Field(description="OpenAI-compatible base URL (…/v1); 'replay' to start "
@@ -122,6 +140,10 @@ class Endpoint(_Strict):
                           "when the stage lists several endpoints (with their current load).")
     limits: EndpointLimits = Field(default_factory=lambda: EndpointLimits())
     breaker: Breaker = Field(default_factory=lambda: Breaker())
+    prices: Prices | None = Field(
+        None, description="USD per million tokens (input, cached input, output). Unset: "
+        "genai-prices' data for a hosted API it knows (base_url matching the provider's API), "
+        "else no price: the ledger records the calls with no cost.")
     extra_body: dict[str, Any] = Field(
         default_factory=dict, description="Extra fields sent in every request body to this "
         "endpoint, e.g. llama.cpp's `grammar` or `response_format` with a JSON schema, to "

@@ -1,6 +1,7 @@
 """`foldem bench replay`: the same recorded traces through the real path twice — with in-flight
 rejection and as the generate-then-filter baseline — plus the early-exit variants; figures in
-DIR/summary.json, per-mode details in DIR/runs.json, tables and charts in DIR/report.md.
+DIR/summary.json (with each mode's cost at the given prices, tasks/bench/replay_cost.py),
+per-mode details in DIR/runs.json, tables and charts in DIR/report.md.
 
 Modes (each a run of its own in Postgres, under a fresh run id):
   full       in_flight false: every sample generated in full, then filtered (the baseline)
@@ -26,7 +27,9 @@ from foldem.core.errors import ConfigError
 from foldem.core.traces import Trace, load_traces
 from foldem.replay.judge import STEP_JUDGE_MODEL_PREFIX, JudgeNoise
 from foldem.replay.launcher import start_replay_server
+from foldem.spec.endpoints import Prices
 from foldem.spec.job import JobSpec, parse_job
+from tasks.bench.replay_cost import cost_block, with_prices
 from tasks.bench.replay_metrics import (
     core_figures,
     early_exit_block,
@@ -58,6 +61,8 @@ class BenchReplaySettings(BaseModel):
     database_url: str | None = None
     step_judge: bool = False  # the default job gets a step judge on the replay (judge-steps)
     judge_noise: JudgeNoise = Field(default_factory=JudgeNoise)
+    #: USD per million tokens for the endpoints the job gives no `prices:` (summary `cost`).
+    prices: Prices | None = None
 
 
 def common_separator(traces: Sequence[Trace]) -> str:
@@ -124,6 +129,7 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
     if len(job.stages) != 1 or job.stages[0].kind != "solve":
         raise ConfigError("bench replay needs a job with one 'solve' stage: a recording is one "
                           "generation, so problem and judge stages have nothing to replay")
+    job = with_prices(job, settings.prices)
     planned = plan_items(traces)
     db_url = settings.database_url or lifecycle.prepare_database(job)
     machine_before = _machine()
@@ -143,6 +149,7 @@ def run_bench_replay(settings: BenchReplaySettings) -> dict[str, Any]:
     summary = summarize(traces, full, msifr, block, others, faults=bool(settings.faults))
     if job.stages[0].step_judge is not None:
         summary["step_judge"] = step_judge_block(full, msifr, settings.judge_noise)
+    summary["cost"] = cost_block(job, db_url, results)
     out = settings.out_dir
     try:
         out.mkdir(parents=True, exist_ok=True)

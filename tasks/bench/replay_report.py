@@ -207,6 +207,15 @@ def write_report(summary: dict[str, Any], runs: dict[str, Any], traces: Sequence
                   f"Rejections it decided in flight: {j['rejected_by_judge']}. Replayed judge "
                   f"(where the judge endpoint is the replay): recall {r['recall']}, false alarm "
                   f"{r['false_alarm']} per judgement."]
+    if (c := s.get("cost")) is not None:
+        lines += ["", "## Cost", "", "Prices: " + "; ".join(
+            f"{name}: {price or 'none known'}" for name, price in c["prices"].items()) + ".",
+            "", "| mode | accepted | cost USD | per accepted | checks | net saving (est.) | "
+            "calls not costed |", "|---|---|---|---|---|---|---|"]
+        lines += [f"| {_MODE_LABELS.get(name, name)} | {m['accepted']} | {m['total_usd'] or '-'} "
+                  f"| {m['per_accepted_usd'] or '-'} | {m['checks_usd']} | "
+                  f"{m['net_saving_estimate_usd']} | {m['unpriced_calls']} |"
+                  for name, m in c["modes"].items()]
     lines += ["", *_group_table("By dataset", s["per_dataset"]),
               *_group_table("By generator", s["per_generator"]),
               "### By validator", "", "| validator | rejected | on clean | on wrong step | "

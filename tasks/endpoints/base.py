@@ -69,6 +69,8 @@ class CallStats:
     """What one call cost; becomes a ledger row."""
 
     prompt_tokens: int | None = None
+    #: Of the prompt's tokens, those the server served from its prompt cache, when it said.
+    cached_prompt_tokens: int | None = None
     completion_tokens: int = 0
     count_source: CountSource = CountSource.TOKENIZER_ESTIMATE
     finish_reason: str | None = None

@@ -43,6 +43,7 @@ class StreamCall:
         self._server_completion: int | None = None
         self._server_predicted: int | None = None  # llama.cpp's timings.predicted_n
         self._timings_prompt: int | None = None  # llama.cpp's timings prompt_n + cache_n
+        self._timings_cached: int | None = None  # llama.cpp's timings cache_n
         self.saw_timings = False  # the server is llama.cpp
 
     async def _next(self, timeout: float) -> StreamChunk | None:
@@ -82,6 +83,7 @@ class StreamCall:
             self._server_completion = usage.completion_tokens
             added_by_server = usage.completion_tokens - previous
             st.prompt_tokens = usage.prompt_tokens
+            st.cached_prompt_tokens = usage.cached_tokens
         added_by_timings = self._read_timings(chunk)
         if added_by_server is None:
             added_by_server = added_by_timings
@@ -112,6 +114,7 @@ class StreamCall:
         self.saw_timings = True
         if timings.prompt_n is not None:
             self._timings_prompt = timings.prompt_n + (timings.cache_n or 0)
+            self._timings_cached = timings.cache_n
         if timings.predicted_n is None:
             return None
         previous = self._server_predicted or 0
@@ -173,6 +176,7 @@ class StreamCall:
             st.count_source = CountSource.SERVER_TIMINGS
             if st.prompt_tokens is None:
                 st.prompt_tokens = self._timings_prompt
+                st.cached_prompt_tokens = self._timings_cached
         else:
             st.completion_tokens = count_tokens(st.text)
             st.count_source = CountSource.TOKENIZER_ESTIMATE

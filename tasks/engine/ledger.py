@@ -5,25 +5,30 @@ A call that moved to another endpoint before its first token has an attempt per 
 One whose requests were sent but never reached the server (connection refused, DNS, connect
 timeout) has a row with its error, no prompt tokens (None) and no completion tokens: it shows in
 the endpoint's error figures and costs nothing.
+
+Each row carries the prices of its endpoint (the run's `PriceBook`, resolved once at its start)
+and its cost at them; with no price known, prices and cost stay None (never a silent 0).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tasks.endpoints.pool import CallAttempt
+from tasks.endpoints.prices import PriceBook
 from tasks.engine.step_judge import Judgement
 from tasks.records.models import AbortReason, CallKind, LedgerEntry, WorkItem
 
 
 @dataclass(frozen=True, slots=True)
 class CallSite:
-    """Whose calls: one sample's stage in a run."""
+    """Whose calls: one sample's stage in a run, and the run's prices."""
 
     run_id: str
     item: WorkItem
     stage: str
+    prices: PriceBook = field(default_factory=lambda: PriceBook(prices={}))
 
 
 def sent(attempts: Sequence[CallAttempt]) -> Iterator[CallAttempt]:
@@ -38,6 +43,7 @@ def ledger_row(site: CallSite, attempt: CallAttempt, *, call_kind: CallKind = Ca
     to the stage's expected length (one cut because k sibling samples agreed too); one cut by
     an interrupt saved nothing (its sample is generated again on resume)."""
     st = attempt.stats
+    price = site.prices.for_endpoint(attempt.endpoint.name)
     saving = aborted and abort_reason is not AbortReason.INTERRUPTED and expected_tokens
     saved = max(0, expected_tokens - st.completion_tokens) if saving and expected_tokens else 0
     return LedgerEntry(
@@ -50,7 +56,14 @@ def ledger_row(site: CallSite, attempt: CallAttempt, *, call_kind: CallKind = Ca
         duration_ms=st.duration_ms, finish_reason=st.finish_reason,
         attempts=max(1, st.attempts), response_id=st.response_id, error=st.error,
         served_model=st.served_model,
-        started_at=attempt.started_at)
+        started_at=attempt.started_at, cached_prompt_tokens=st.cached_prompt_tokens,
+        **({} if price is None else {
+            "price_input_per_mtok": price.input_per_mtok,
+            "price_cached_input_per_mtok": price.cached_input_per_mtok,
+            "price_output_per_mtok": price.output_per_mtok, "price_source": price.source,
+            "cost_usd": price.cost(prompt_tokens=st.prompt_tokens,
+                                   cached_prompt_tokens=st.cached_prompt_tokens,
+                                   completion_tokens=st.completion_tokens)}))
 
 
 def generation_rows(site: CallSite, attempts: Sequence[CallAttempt], *, aborted: bool,

@@ -24,6 +24,7 @@ from foldem.spec.job import JobSpec
 from foldem.spec.sections import Stage
 from tasks.endpoints.base import CallStats, ChatRequest, Message, StreamingEndpoint
 from tasks.endpoints.pool import CallAttempt, EndpointRouter
+from tasks.endpoints.prices import PriceBook, resolve_prices
 from tasks.engine.judge_score import judge_rejection, parse_judge_score
 from tasks.engine.judging import StageJudging, stage_judging
 from tasks.engine.ledger import CallSite, generation_rows, judgement_rows
@@ -110,12 +111,16 @@ class Engine:
     session_completion_tokens: int = 0
     #: Routing over each stage's endpoints; built from `clients` when not given.
     router: EndpointRouter | None = None
+    #: The endpoints' prices, resolved once per run; looked up from the job when not given.
+    prices: PriceBook | None = None
     #: Validators whose `open` raised, already reported in this process.
     _broken_reported: set[str] = field(default_factory=set, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.router is None:
             self.router = EndpointRouter(self.job, self.clients)
+        if self.prices is None:
+            self.prices = resolve_prices(self.job.endpoints)
 
     def breaker_trips(self) -> dict[str, int]:
         """Times each endpoint's circuit breaker tripped in this process."""
@@ -192,7 +197,7 @@ class Engine:
         """One row per endpoint the stage's call went to, and per endpoint each of its step
         judgements went to. `cut`: why the stage was cancelled from outside (an interrupt,
         or enough sibling samples agreed), if it was."""
-        site = CallSite(self.run_id, item, stage.name)
+        site = CallSite(self.run_id, item, stage.name, self.prices or PriceBook(prices={}))
         reason = cut
         if out.aborted and out.decision is not None and cut is None:
             reason = (AbortReason.REJECTED if out.decision.action is Action.REJECT

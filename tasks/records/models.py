@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 # The closed sets below are StrEnums: a member is its value as a str, so Postgres columns, JSON
 # and comparisons with plain strings see exactly the strings they always did.
@@ -50,6 +51,13 @@ class CallKind(StrEnum):
 
     GENERATE = "generate"  # a stage's generation
     STEP_JUDGE = "step_judge"  # a step judge's verdict on a partial solution
+
+
+class PriceSource(StrEnum):
+    """Where the prices a call was charged at came from."""
+
+    JOB_SPEC = "job_spec"  # the endpoint's `prices:` in the job spec
+    GENAI_PRICES = "genai_prices"  # genai-prices' data, for a hosted model it knows
 
 
 class _Model(BaseModel):
@@ -99,6 +107,15 @@ class LedgerEntry(_Model):
     served_model: str | None = None
     error: str | None = None
     started_at: datetime
+    #: Of the prompt tokens, those the server served from its prompt cache (None: not said).
+    cached_prompt_tokens: int | None = None
+    # The prices the call was charged at, USD per million tokens, and its cost; all None when
+    # no price is known for the endpoint (never a silent 0).
+    price_input_per_mtok: Decimal | None = None
+    price_cached_input_per_mtok: Decimal | None = None
+    price_output_per_mtok: Decimal | None = None
+    price_source: PriceSource | None = None
+    cost_usd: Decimal | None = None
 
 
 class RejectionRecord(_Model):
@@ -169,6 +186,56 @@ class StageFigures(_Model):
     passed: int = 0  # reached - rejected - failed - superseded: on to the next stage, or accepted
 
 
+#: The money figures of a `RunCost` besides its total: all None when the total is.
+_COST_PARTS = ("rejected_usd", "rejected_finish_estimate_usd", "early_stop_estimate_usd",
+               "step_judge_usd", "judge_stage_usd")
+
+
+class RunCost(_Model):
+    """What a run's calls cost in USD at the prices in their ledger rows, and what cutting
+    streams saved. `*_estimate_usd` figures price tokens that were never generated (a stage's
+    expected length minus what a cut call generated) at the call's output price: estimates.
+    Calls with no known price are not costed and are counted in `unpriced_calls`; a run with no
+    priced call at all has every money figure None (unknown, never a silent 0)."""
+
+    priced_calls: int = 0
+    unpriced_calls: int = 0
+    unpriced_endpoints: list[str] = Field(default_factory=list)  # endpoints with uncosted calls
+    price_sources: list[PriceSource] = Field(default_factory=list)  # of the priced calls
+    total_usd: Decimal | None = None  # None: no call of the run had a price
+    per_accepted_usd: Decimal | None = None  # total over accepted samples; None: none accepted
+    #: Generation calls of samples that ended rejected (up to where their stream was cut).
+    rejected_usd: Decimal | None = None
+    #: Finishing the rejected samples' cut streams to their stage's expected length (estimate).
+    rejected_finish_estimate_usd: Decimal | None = None
+    #: The tokens other early stops (complete answer, agreement) did not generate (estimate).
+    early_stop_estimate_usd: Decimal | None = None
+    #: The checks that cost calls: step-judge calls, and the calls of `judge` stages.
+    step_judge_usd: Decimal | None = None
+    judge_stage_usd: Decimal | None = None
+
+    #: Both together; and the estimated savings minus them: negative when a judge costs more
+    #: than cutting streams saved (set from the figures above; a value given is ignored).
+    checks_usd: Decimal | None = None
+    net_saving_estimate_usd: Decimal | None = None
+
+    @model_validator(mode="after")
+    def _totals(self) -> RunCost:
+        if self.total_usd is None:
+            for name in (*_COST_PARTS, "checks_usd", "net_saving_estimate_usd"):
+                setattr(self, name, None)
+            return self
+        zero = Decimal(0)
+        for name in _COST_PARTS:
+            if getattr(self, name) is None:
+                setattr(self, name, zero)
+        self.checks_usd = (self.step_judge_usd or zero) + (self.judge_stage_usd or zero)
+        self.net_saving_estimate_usd = ((self.rejected_finish_estimate_usd or zero)
+                                        + (self.early_stop_estimate_usd or zero)
+                                        - self.checks_usd)
+        return self
+
+
 class RunSummary(_Model):
     """What `foldem run --summary-json` writes."""
 
@@ -200,6 +267,7 @@ class RunSummary(_Model):
     audit_page: str | None = None  # the run's audit page (absolute path), when written
     endpoints: list[EndpointFigures] = Field(default_factory=list)  # per endpoint, by name
     stages: list[StageFigures] = Field(default_factory=list)  # in the order samples meet them
+    cost: RunCost = Field(default_factory=RunCost)  # in USD, from the ledger's prices
 
     def add_breaker_trips(self, trips: Mapping[str, int]) -> None:
         """Put one process's circuit-breaker trips into the per-endpoint figures (an endpoint

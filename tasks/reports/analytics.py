@@ -1,7 +1,8 @@
 """`foldem report`: what a run (or the runs since a day) rejected, why, where, and what it cost.
 
 Reads the analytics views of migration 0005 (sql/views/analytics/) plus `run_overview` and
-`rejections_by_validator`, for a set of runs chosen by `select_runs`. `build_report` returns a
+`rejections_by_validator`, for a set of runs chosen by `select_runs`; the money sections and
+the run-over-run trend come from tasks/reports/costs.py. `build_report` returns a
 pydantic `AnalyticsReport` (its row models: tasks/reports/rows.py); `render_text` turns it into
 aligned tables for the terminal; tasks/reports/charts.py writes what `--out` asks for (PNG charts
 and report.md).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
+from decimal import Decimal
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -19,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from foldem.core.errors import DatabaseError, FoldemError
+from tasks.reports.costs import build_cost_report, cost_tables
 from tasks.reports.rows import (
     AnalyticsReport,
     FireRow,
@@ -29,6 +32,7 @@ from tasks.reports.rows import (
     ValidatorRow,
     _Row,
 )
+from tasks.reports.summary import money
 
 
 class RunNotFoundError(FoldemError):
@@ -179,6 +183,7 @@ def build_report(session: Session, *, run_id: str | None = None,
         fire_by_fraction=fire("fraction_bucket", "fraction_from"),
         fire_by_tokens=fire("tokens_bucket", "tokens_from"),
         latency=_rows(session, _LATENCY, LatencyRow, run_ids),
+        cost=build_cost_report(session, run_ids),
     )
 
 
@@ -199,6 +204,8 @@ class Table(BaseModel):
 def _cell(value: Any) -> str:
     if value is None:
         return "-"
+    if isinstance(value, Decimal):
+        return money(value)
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:,.1f}" if isinstance(value, float) else str(value)
@@ -207,8 +214,8 @@ def _cell(value: Any) -> str:
 def _is_number(value: Any) -> bool:
     """Right-align numbers, percentages and missing values ("-")."""
     if isinstance(value, str):
-        return value == "-" or value.endswith("%")
-    return value is None or isinstance(value, int | float)
+        return value == "-" or value.endswith("%") or value.lstrip("~-").startswith("$")
+    return value is None or isinstance(value, int | float | Decimal)
 
 
 def _pct(value: float | None) -> str:
@@ -274,6 +281,7 @@ def report_tables(report: AnalyticsReport) -> list[Table]:
                 "duration p50 ms", "duration p95 ms"],
                [(r.endpoint, r.model, r.calls, r.errors, r.retries, r.p50_ttft_ms, r.p95_ttft_ms,
                  r.p50_duration_ms, r.p95_duration_ms) for r in report.latency]),
+        *(_table(*spec) for spec in cost_tables(report.cost)),
     ]
 
 

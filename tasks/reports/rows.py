@@ -8,6 +8,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
+from tasks.reports.costs import CostReport
+
 
 class _Row(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
@@ -89,4 +91,5 @@ class AnalyticsReport(BaseModel):
     fire_by_fraction: list[FireRow] = []
     fire_by_tokens: list[FireRow] = []
     latency: list[LatencyRow] = []
+    cost: CostReport = CostReport()  # what the runs cost, by stage, and their jobs' trends
     empty_reason: str | None = None  # set when no run matched: what to do instead

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
-from tasks.records.models import RunSummary
+from tasks.records.models import RunCost, RunSummary
 
 
 def _share(part: int, whole: int) -> str:
@@ -21,6 +22,47 @@ def _replay_note(s: RunSummary) -> str:
     return (f"the replay endpoint this flow run started sent it {s.server_tokens_sent or 0:,} "
             f"completion tokens (the run's ledger, all flow runs and sessions: "
             f"{s.completion_tokens:,})")
+
+
+def money(usd: Decimal) -> str:
+    """Dollars to the cent from $10, else to four significant digits (a demo run costs cents):
+    $1,234.50, $0.0123, $0.0002255."""
+    sign, usd = ("-" if usd < 0 else ""), abs(usd)
+    if usd >= 10 or usd == 0:
+        return f"{sign}${usd:,.2f}"
+    text = f"{usd:,.{max(2, 3 - usd.adjusted())}f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"{sign}${whole}.{cents.ljust(2, '0')}"
+
+
+def cost_lines(c: RunCost) -> list[str]:
+    """The run's cost in short sentences: total and per accepted sample, what the rejected
+    samples cost and finishing them would have, what the checks cost, and the net saving."""
+    unpriced = (f"{c.unpriced_calls:,} calls on {', '.join(c.unpriced_endpoints)} not costed: "
+                f"no price known (give the endpoint `prices:`)") if c.unpriced_calls else ""
+    if c.total_usd is None:
+        return [f"unknown: {unpriced}" if unpriced else "none: no calls"]
+
+    def usd(amount: Decimal | None) -> str:  # every figure is set once the total is
+        return money(amount if amount is not None else Decimal(0))
+
+    sources = " and ".join("genai-prices" if s == "genai_prices" else s.replace("_", " ")
+                           for s in c.price_sources)
+    per = ("" if c.per_accepted_usd is None
+           else f", {usd(c.per_accepted_usd)} per accepted sample")
+    checks = (f"model checks cost {usd(c.checks_usd)} (step judge {usd(c.step_judge_usd)}, "
+              f"judge stages {usd(c.judge_stage_usd)})" if c.checks_usd
+              else "no model checks (step judge, judge stage) to pay for")
+    net = c.net_saving_estimate_usd or Decimal(0)
+    lines = [f"{usd(c.total_usd)} at {sources} prices{per}",
+             f"rejected samples: {usd(c.rejected_usd)} spent up to the cut, "
+             f"~{usd(c.rejected_finish_estimate_usd)} more to finish them (est.)",
+             f"other early stops saved ~{usd(c.early_stop_estimate_usd)} (est.); {checks}",
+             f"net {'saving' if net >= 0 else 'LOSS'} ~{usd(abs(net))} (est. savings minus "
+             f"the checks' cost)"]
+    if unpriced:
+        lines.append(unpriced)
+    return lines
 
 
 def summary_markdown(s: RunSummary, *, job_name: str) -> str:
@@ -56,6 +98,9 @@ def summary_markdown(s: RunSummary, *, job_name: str) -> str:
         lines += [f"| {st.stage} | {st.reached} | {st.passed} | {st.rejected} | {st.failed} |"
                   + (f" {st.superseded} |" if cut else "") for st in s.stages]
         lines.append("")
+    first, *rest = cost_lines(s.cost)
+    lines += ["## Cost", "", f"- Cost: {first}.", *(f"- {line[0].upper()}{line[1:]}."
+                                                   for line in rest), ""]
     if s.rejections_by_validator:
         lines += ["## Rejections by validator", "", "| validator | rejected |", "|---|---:|"]
         lines += [f"| {k} | {v} |" for k, v in sorted(s.rejections_by_validator.items(),
@@ -98,6 +143,9 @@ def summary_text(s: RunSummary) -> str:
         f"saved ~{s.tokens_saved:,} (estimate from expected lengths)",
         f"  calls      {s.calls:,} ({s.aborted_calls:,} generations closed early)",
     ]
+    first, *rest = cost_lines(s.cost)
+    out += [f"  cost       {first}",
+            *(f"             {line}" for line in rest)]
     if s.server_tokens_sent is not None:
         out.append(f"  {_replay_note(s)}")
     if s.near_duplicates_removed is not None:

@@ -31,6 +31,16 @@ class RunContext:
     board: ProgressBoard
     limits: list[LimitsSession] = field(default_factory=list)
 
+    def price_notes(self) -> tuple[list[str], str | None]:
+        """What the run's calls are priced at, one line per priced endpoint, and the warning
+        for endpoints with no known price (said once per run, not per call)."""
+        prices = self.engine.prices
+        if prices is None:
+            return [], None
+        lines = [f"prices of endpoint {name!r}: {price.describe()}"
+                 for name, price in sorted(prices.prices.items()) if price is not None]
+        return lines, prices.notice()
+
     async def aclose(self) -> None:
         for client in self.engine.clients.values():
             await client.aclose()

@@ -1,6 +1,6 @@
 """The run summary, read from Postgres in one place: counts by status, tokens from the ledger,
 rejections by validator and stage, the stage funnel, per-endpoint figures, what early exit by
-agreement saved. The flow, the CLI,
+agreement saved, and the run's cost (tasks/store/run_cost.py). The flow, the CLI,
 `foldem report` and the benchmarks all get their `RunSummary` from here.
 """
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from foldem.core.errors import DatabaseError
 from tasks.records.models import EndpointFigures, RunSummary, StageFigures
+from tasks.store.run_cost import summarize_cost
 from tasks.store.schema import ledger, rejections, runs, samples
 
 
@@ -126,4 +127,5 @@ def summarize_run(session: Session, *, run_id: str) -> RunSummary:
         calls=tokens.calls, aborted_calls=tokens.aborted_calls,
         rejections_by_validator=rejections_by(rejections.c.validator),
         rejections_by_stage=rejections_by(rejections.c.stage), endpoints=per_endpoint,
+        cost=summarize_cost(session, run_id=run_id, accepted=by_status.get("accepted", 0)),
     )

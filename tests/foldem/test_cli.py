@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
 from tests.support.fake_endpoint import closed_port
@@ -107,6 +109,10 @@ def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
     require_shared()
     data = job_dict("replay", limit=4, samples=2, name="cli-demo")
     data["export"] = {"dir": "out/{job}"}
+    # Calls spread over a priced endpoint and one with no known price (the same replay).
+    data["endpoints"][0]["prices"] = {"input_per_mtok": 0.15, "output_per_mtok": 0.6}
+    data["endpoints"].append({**data["endpoints"][0], "name": "free", "prices": None})
+    data["stages"][0]["endpoint"] = ["replay", "free"]
     job = write(tmp_path, data)
     res = run_cli(["run", str(job), "--summary-json", "out/summary.json"], tmp_path,
                   fresh_state_dir)
@@ -123,3 +129,16 @@ def test_demo_path_end_to_end(tmp_path: Path, fresh_state_dir: Path) -> None:
     assert len(exported) == summary["accepted"]
     db = run_cli(["db", "url"], tmp_path, fresh_state_dir, timeout=60)
     assert db.returncode == 0 and "postgresql" in db.stdout
+    db = run_cli(["db", "url", "--sqlalchemy"], tmp_path, fresh_state_dir, timeout=60)
+    # The cost: the ledger's sum, in the summary; the endpoint with no price said once at the
+    # start, and its calls counted as not costed, never as $0.
+    with sa.create_engine(db.stdout.strip()).connect() as conn:
+        total, unpriced = conn.execute(sa.text(
+            "SELECT sum(cost_usd), count(*) FILTER (WHERE cost_usd IS NULL) FROM ledger "
+            "WHERE run_id = :r"), {"r": summary["run_id"]}).one()
+    cost = summary["cost"]
+    assert Decimal(cost["total_usd"]) == total > 0
+    assert cost["unpriced_calls"] == unpriced > 0 and cost["unpriced_endpoints"] == ["free"]
+    output = res.stdout + res.stderr
+    assert output.count("no price known for endpoint(s) 'free'") == 1
+    assert f"{unpriced} calls on free not costed" in res.stdout

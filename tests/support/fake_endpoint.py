@@ -39,6 +39,9 @@ class Script:
     by_prompt: dict[str, list[str]] = field(default_factory=dict)
     #: Send per-token logprobs when the request asks (top logprobs -0.1, -1.1, -2.1, ...).
     logprobs: bool = False
+    #: Report this many of the prompt's tokens as served from the prompt cache, in every usage
+    #: (`prompt_tokens_details.cached_tokens`); None: no details, as older servers send.
+    cached_tokens: int | None = None
 
 
 @dataclass
@@ -63,6 +66,12 @@ class FakeEndpoint:
     def reset(self, **script: Any) -> None:
         self.script = Script(**script)
         self.seen = Seen()
+
+    def _usage(self, completion_tokens: int) -> dict[str, Any]:
+        usage: dict[str, Any] = {"prompt_tokens": 5, "completion_tokens": completion_tokens}
+        if self.script.cached_tokens is not None:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.script.cached_tokens}
+        return usage
 
     async def models(self, request: Request) -> Response:
         if self.script.auth_key and request.headers.get("authorization") != (
@@ -114,7 +123,7 @@ class FakeEndpoint:
                     chunk["choices"][0]["logprobs"] = {"content": [
                         {"token": tok, "logprob": -0.1, "top_logprobs": tops}]}
                 if s.usage == "continuous":
-                    chunk["usage"] = {"prompt_tokens": 5, "completion_tokens": i + 1}
+                    chunk["usage"] = self._usage(i + 1)
                 yield f"data: {json.dumps(chunk)}\n\n".encode()
                 self.seen.sent[index] += 1
                 await asyncio.sleep(s.pace)
@@ -122,8 +131,7 @@ class FakeEndpoint:
                                                  "finish_reason": "stop"}]}
             yield f"data: {json.dumps(done)}\n\n".encode()
             if s.usage in ("final", "continuous"):
-                usage = {"id": "fake-1", "choices": [], "usage": {
-                    "prompt_tokens": 5, "completion_tokens": len(tokens)}}
+                usage = {"id": "fake-1", "choices": [], "usage": self._usage(len(tokens))}
                 yield f"data: {json.dumps(usage)}\n\n".encode()
             yield b"data: [DONE]\n\n"
         finally:

@@ -9,15 +9,20 @@ within seconds) and written to a temporary file; nothing of them is copied into 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from foldem.core.data import resolve_data_path
 from foldem.replay.judge import JudgeNoise
+from foldem.spec.endpoints import Prices
 from tasks.bench.replay_bench import BenchReplaySettings, run_bench_replay
+from tasks.bench.replay_cost import cost_line
 from tasks.bench.replay_metrics import FAULT_KEYS, STEP_JUDGE_KEYS, SUMMARY_KEYS
+from tasks.store.db import get_engine, session_scope
 
 FRACTIONS = ("token_reduction", "oracle_step_reduction", "false_rejection_rate_process",
              "false_rejection_rate_outcome", "missed_fault_rate", "accuracy_full",
@@ -48,13 +53,18 @@ def bench(pg_url: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[s
     out = tmp / "out"
     summary = run_bench_replay(BenchReplaySettings(
         traces=[_short_traces(tmp)], out_dir=out, concurrency=40, tokens_per_second=50,
-        database_url=pg_url))
+        database_url=pg_url, prices=PRICES))
     return summary, out
+
+
+#: gpt-4o-mini's list prices, USD per million tokens (any prices would do).
+PRICES = Prices(input_per_mtok=Decimal("0.15"), cached_input_per_mtok=Decimal("0.075"),
+                output_per_mtok=Decimal("0.6"))
 
 
 def test_summary_has_exactly_the_issue_keys(bench: tuple[dict[str, Any], Path]) -> None:
     summary, out = bench
-    assert tuple(summary) == SUMMARY_KEYS
+    assert tuple(summary) == (*SUMMARY_KEYS, "cost")
     assert json.loads((out / "summary.json").read_text()) == summary
 
 
@@ -94,6 +104,30 @@ def test_early_exit_variants_are_measured(bench: tuple[dict[str, Any], Path]) ->
     assert ee["agreement"]["k"] == 2
 
 
+def test_each_run_is_costed_per_accepted_sample_at_the_given_prices(
+        bench: tuple[dict[str, Any], Path], pg_url: str) -> None:
+    summary, out = bench
+    cost = summary["cost"]
+    assert cost["unpriced_endpoints"] == [] and "job spec" in cost["prices"]["replay"]
+    runs = json.loads((out / "runs.json").read_text())["modes"]
+    with session_scope(get_engine(pg_url)) as session:
+        for name in ("full", "msifr"):
+            mode = cost["modes"][name]
+            total, accepted = session.execute(sa.text(
+                "SELECT sum(cost_usd), (SELECT count(*) FROM samples WHERE run_id = :r AND "
+                "status = 'accepted') FROM ledger WHERE run_id = :r"),
+                {"r": runs[name]["run_id"]}).one()
+            assert Decimal(mode["total_usd"]) == total > 0
+            assert mode["accepted"] == accepted > 0
+            assert Decimal(mode["per_accepted_usd"]) == (total / accepted).quantize(
+                Decimal("1e-9"))
+    full, msifr = (Decimal(cost["modes"][m]["per_accepted_usd"]) for m in ("full", "msifr"))
+    assert msifr < full  # same samples kept, fewer tokens paid for
+    assert cost["per_accepted_change_msifr_vs_full"] == round(float((msifr - full) / full), 4)
+    assert f"${full} generate-then-filter, ${msifr} in flight" in cost_line(cost)
+    assert "## Cost" in (out / "report.md").read_text()
+
+
 def test_report_and_charts_are_written(bench: tuple[dict[str, Any], Path]) -> None:
     out = bench[1]
     report = (out / "report.md").read_text()
@@ -125,8 +159,11 @@ def faulty(pg_url: str, tmp_path_factory: pytest.TempPathFactory
 def test_faults_add_the_reliability_figures(faulty: tuple[dict[str, Any], dict[str, Any]],
                                             bench: tuple[dict[str, Any], Path]) -> None:
     summary, runs = faulty
-    assert tuple(summary) == SUMMARY_KEYS + FAULT_KEYS
-    assert tuple(bench[0]) == SUMMARY_KEYS  # only with --faults
+    assert tuple(summary) == (*SUMMARY_KEYS, *FAULT_KEYS, "cost")
+    assert tuple(bench[0]) == (*SUMMARY_KEYS, "cost")  # only with --faults
+    # no --prices, and the replay has no price: said, not costed as 0
+    assert summary["cost"]["modes"]["msifr"]["total_usd"] is None
+    assert "no price known for replay" in cost_line(summary["cost"])
     struck: dict[str, int] = {}
     for mode in runs["modes"].values():
         for kind, n in mode["faults"]["struck"].items():
@@ -171,7 +208,7 @@ def test_a_step_judge_turns_step_labels_into_savings(
     good = _judged(pg_url, tmp_path_factory.mktemp("judge-good"), JudgeNoise())
     blind = _judged(pg_url, tmp_path_factory.mktemp("judge-blind"), JudgeNoise(recall=0.0))
     for s in (good, blind):
-        assert tuple(s) == (*SUMMARY_KEYS, "step_judge")
+        assert tuple(s) == (*SUMMARY_KEYS, "step_judge", "cost")
         assert tuple(s["step_judge"]) == STEP_JUDGE_KEYS
         assert s["server_tokens_match"] is True and s["kept_equal_to_posthoc"] is True
         assert s["step_judge"]["calls_msifr"] > 0 and s["step_judge"]["prompt_tokens_msifr"] > 0

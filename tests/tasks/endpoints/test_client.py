@@ -62,6 +62,19 @@ async def test_usage_detection(fake: FakeEndpoint, usage: str, refuse: bool, sou
     await client.aclose()
 
 
+@pytest.mark.parametrize(("usage", "cached", "recorded"), [
+    ("final", 3, 3), ("continuous", 4, 4), ("final", None, None),
+    ("none", 3, None),  # no usage at all: nothing said about the cache either
+])
+async def test_cached_prompt_tokens_come_from_the_servers_usage(
+        fake: FakeEndpoint, usage: str, cached: int | None, recorded: int | None) -> None:
+    fake.reset(usage=usage, cached_tokens=cached)
+    client = client_for(fake.base_url)
+    _, stats = await collect(client)
+    assert stats.cached_prompt_tokens == recorded
+    await client.aclose()
+
+
 async def test_plain_client_sends_the_endpoints_extra_body(fake: FakeEndpoint) -> None:
     fake.reset()
     client = client_for(fake.base_url, extra_body={"grammar": 'root ::= "4"', "top_k": 1})
@@ -302,6 +315,7 @@ async def test_a_cut_llamacpp_stream_is_counted_by_its_timings() -> None:
     call.finalize()
     assert tokens == [1, 1, 2, 1] and call.saw_timings
     assert (stats.completion_tokens, stats.prompt_tokens) == (5, 38)
+    assert stats.cached_prompt_tokens == 8  # its cache_n: the prompt's tokens reused
     assert stats.count_source == "server_timings"
 
 

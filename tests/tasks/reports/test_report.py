@@ -203,3 +203,25 @@ def test_database_without_the_analytics_views_says_to_migrate(
 def test_empty_report_renders_without_tables() -> None:
     report = AnalyticsReport(scope="nothing", empty_reason="no runs")
     assert render_text(report) == "foldem report: no runs"
+
+
+def test_cost_and_trend_sections(session: Session, report_url: str,
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """The made-up runs carry no prices: their cost is unknown (shown as '-', with every call
+    counted as not costed), never $0; the trend shows the job's runs against each other."""
+    report = build_report(session, run_id=RUN_B)
+    (run,) = report.cost.runs
+    assert run.cost.total_usd is None and run.cost.unpriced_calls == 4
+    (stage,) = report.cost.stages
+    assert (stage.stage, stage.calls, stage.unpriced_calls, stage.cost_usd) == \
+        ("solve", 4, 4, None)
+    assert [(t.run_id, t.accepted_pct, t.accepted_pct_change, t.rejection_mix, t.tokens_saved)
+            for t in report.cost.trends] == [
+        (RUN_B, 50.0, -10.0, "100% reference_answer", 0),
+        (RUN_A, 60.0, None, "75% arithmetic, 25% reference_answer", 180)]
+    code, out, _ = _run_cli(capsys, "--run", RUN_B, "--database-url", report_url)
+    assert code == 0
+    blocks = {b.split("\n", 1)[0]: b.split("\n")[1:] for b in out.strip().split("\n\n")}
+    assert blocks["Cost"][2].split()[:3] == [RUN_B, "-", "-"]
+    trend = blocks["Run over run (the jobs' last runs, newest first)"]
+    assert "-10.0 pts" in trend[2] and RUN_A in trend[3]

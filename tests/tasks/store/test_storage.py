@@ -178,6 +178,12 @@ def test_summarize_run_counts(db_session: Session, run_id: str) -> None:
                     "superseded": 0, "passed": 6},
                    {"stage": "solve", "reached": 6, "rejected": 2, "failed": 0,
                     "superseded": 0, "passed": 4}],
+        # no call had a price: not costed, and said so (never a silent 0)
+        "cost": {"priced_calls": 0, "unpriced_calls": 12, "unpriced_endpoints": ["replay"],
+                 "price_sources": [], "total_usd": None, "per_accepted_usd": None,
+                 **dict.fromkeys(["rejected_usd", "rejected_finish_estimate_usd",
+                                  "early_stop_estimate_usd", "step_judge_usd",
+                                  "judge_stage_usd", "checks_usd", "net_saving_estimate_usd"])},
     }
 
 
@@ -252,6 +258,6 @@ def test_user_queries_run(db_session: Session, run_id: str, path: Path) -> None:
     tests/sql/test_queries.py.)"""
     save_results(db_session, results=_mix(run_id))
     sql = re.sub(r"(?m)^\\ir .*\n", "", path.read_text(encoding="utf-8"))
-    sql = sql.replace(":'run_id'", f"'{run_id}'")
+    sql = sql.replace(":'run_id'", f"'{run_id}'").replace("%", "%%")  # psycopg: no params
     rows = db_session.connection().exec_driver_sql(sql).all()
     assert rows, path.name
