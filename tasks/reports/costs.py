@@ -81,47 +81,14 @@ SELECT stage, call_kind, count(*) AS calls,
 FROM ledger WHERE run_id = ANY(:run_ids)
 GROUP BY stage, call_kind ORDER BY min(started_at), call_kind"""
 
-# Per run of the jobs reported on: the job's last TREND_RUNS runs up to the newest reported.
+# Per run of the jobs reported on: the job's last TREND_RUNS runs up to the newest reported
+# (the `run_trends` view, migration 0015, compares each with the job's previous run).
 _TRENDS = """
-WITH per_run AS (
-    SELECT r.run_id, r.job_name, r.status, r.started_at,
-           (SELECT count(*) FROM samples s WHERE s.run_id = r.run_id) AS samples,
-           (SELECT count(*) FROM samples s WHERE s.run_id = r.run_id
-             AND s.status = 'accepted') AS accepted,
-           (SELECT sum(cost_usd) FROM ledger l WHERE l.run_id = r.run_id) AS cost_usd,
-           (SELECT count(*) FROM ledger l WHERE l.run_id = r.run_id
-             AND l.cost_usd IS NULL) AS unpriced_calls,
-           (SELECT coalesce(sum(completion_tokens), 0) FROM ledger l
-             WHERE l.run_id = r.run_id) AS completion_tokens,
-           (SELECT coalesce(sum(tokens_saved), 0) FROM ledger l
-             WHERE l.run_id = r.run_id) AS tokens_saved
-    FROM runs AS r
-    WHERE r.job_name = ANY(:jobs) AND r.started_at <= :until
-), mix AS (
-    SELECT run_id, string_agg(round(100.0 * n / total) || '% ' || validator, ', '
-                              ORDER BY n DESC, validator) AS rejection_mix
-    FROM (SELECT run_id, validator, count(*) AS n,
-                 sum(count(*)) OVER (PARTITION BY run_id) AS total
-          FROM rejections WHERE run_id IN (SELECT run_id FROM per_run)
-          GROUP BY run_id, validator) AS per_validator
-    GROUP BY run_id
-), rates AS (
-    SELECT p.*, coalesce(m.rejection_mix, '') AS rejection_mix,
-           round(100.0 * p.accepted / nullif(p.samples, 0), 1) AS accepted_pct,
-           round(p.cost_usd / nullif(p.accepted, 0), 9) AS usd_per_accepted,
-           round(100.0 * p.tokens_saved / nullif(p.completion_tokens + p.tokens_saved, 0), 1)
-               AS saved_pct
-    FROM per_run AS p LEFT JOIN mix AS m USING (run_id)
-), changes AS (
-    SELECT *,
-           accepted_pct - lag(accepted_pct) OVER w AS accepted_pct_change,
-           round(100.0 * (usd_per_accepted - lag(usd_per_accepted) OVER w)
-                 / nullif(lag(usd_per_accepted) OVER w, 0), 1) AS usd_per_accepted_change_pct,
-           row_number() OVER (PARTITION BY job_name ORDER BY started_at DESC, run_id DESC) AS nth
-    FROM rates
-    WINDOW w AS (PARTITION BY job_name ORDER BY started_at, run_id)
-)
-SELECT * FROM changes WHERE nth <= :keep ORDER BY job_name, started_at DESC, run_id DESC"""
+SELECT * FROM (
+    SELECT *, row_number() OVER (PARTITION BY job_name ORDER BY started_at DESC, run_id DESC)
+              AS nth
+    FROM run_trends WHERE job_name = ANY(:jobs) AND started_at <= :until) AS t
+WHERE nth <= :keep ORDER BY job_name, started_at DESC, run_id DESC"""
 
 
 def build_cost_report(session: Session, run_ids: list[str]) -> CostReport:
