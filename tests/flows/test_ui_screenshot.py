@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -30,18 +29,10 @@ import yaml
 from pydantic import BaseModel
 
 from foldem import PROJECT_ROOT
+from tests.support.browser import chromium_path, end_group
 from tests.support.fake_endpoint import closed_port
 from tests.support.jobs import job_dict
 from tests.support.tracedata import require_shared
-
-
-def chromium_path() -> str | None:
-    """Debian's chromium (CI installs it); None when absent."""
-    found = shutil.which("chromium")
-    if found:
-        return found
-    return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
-
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(
     chromium_path() is None, reason="chromium not installed (Debian: apt-get install -y chromium)")]
@@ -155,7 +146,7 @@ def prefect_server(home: Path) -> Iterator[str]:
             time.sleep(0.3)
         yield base
     finally:
-        _end_group(proc)
+        end_group(proc, grace_seconds=15)
 
 
 def _healthy(base: str) -> bool:
@@ -163,20 +154,6 @@ def _healthy(base: str) -> bool:
         return httpx.get(f"{base}/api/health", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)  # the group this test created for the server
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def render(chromium: str, url: str, profile: Path, png: Path | None = None,

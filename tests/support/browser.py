@@ -143,7 +143,7 @@ def chromium_tab(chromium: str, profile: Path,
                      deviceScaleFactor=1, mobile=False)
             yield tab
     finally:
-        _end_group(proc)
+        end_group(proc)
         log.close()
 
 
@@ -160,12 +160,14 @@ def _devtools_port(profile: Path, proc: subprocess.Popen[bytes]) -> int:
     raise BrowserError(f"chromium did not start: {(profile / 'chromium.log').read_text()[-2000:]}")
 
 
-def _end_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+def end_group(proc: subprocess.Popen[bytes], *, grace_seconds: float = 10) -> None:
+    """SIGTERM to the process group `proc` leads (started with start_new_session), SIGKILL
+    after `grace_seconds`: Chromium and a Prefect server both leave children behind."""
+    for sig, wait in ((signal.SIGTERM, grace_seconds), (signal.SIGKILL, 5)):
         if proc.poll() is not None:
             return
         try:
-            os.killpg(proc.pid, sig)  # the group this module created for the browser
+            os.killpg(proc.pid, sig)  # the group started for it
         except ProcessLookupError:
             return
         try:
