@@ -26,7 +26,7 @@ from pydantic import SecretStr
 
 from foldem.spec.endpoints import Endpoint
 from foldem.spec.job import load_job
-from foldem.spec.sections import Stage
+from foldem.spec.stages import Stage
 from tasks.endpoints.base import CallStats, ChatRequest, Delta
 from tasks.endpoints.client import EndpointClient
 from tasks.endpoints.local_model import LocalModelOptions, start_local_model

@@ -4,9 +4,10 @@
 is wrong. Paths in the spec are relative to the spec file; `data://...` paths name the shared
 data set (see `foldem.core.data`).
 
-The section models live in foldem/spec/sections.py (prompts, sampling, stages, export, dedup,
-quality gate) and foldem/spec/endpoints.py (endpoints, limits, breaker, replay, the local model
-server); every one is importable from here.
+The section models live in foldem/spec/sections.py (prompts, sampling, early exit by
+agreement, export, dedup, quality gate), foldem/spec/stages.py (stages, checkpoints, validators,
+the step judge) and foldem/spec/endpoints.py (endpoints, limits, breaker, replay, the local
+model server); every one is importable from here.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from foldem.spec.sections import (
     PromptSource,
     QualityGateSettings,
     Sampling,
-    Stage,
     _Strict,
 )
+from foldem.spec.stages import Stage
 
 
 class JobSpec(_Strict):

@@ -28,7 +28,7 @@ from foldem.core.errors import ConfigError, DataNotFoundError, InputFormatError,
 from foldem.core.jsonl import load_jsonl
 from foldem.core.traces import Trace
 from foldem.spec.job import JobSpec
-from foldem.spec.sections import Stage
+from foldem.spec.stages import Stage
 from tasks.bench.calibrate_report import (
     CalibrationReport,
     Rates,

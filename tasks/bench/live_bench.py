@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from foldem.core.errors import ConfigError
 from foldem.spec.job import JobSpec, load_job, parse_job
-from foldem.spec.sections import Stage
+from foldem.spec.stages import Stage
 from tasks.bench.live_metrics import summarize
 from tasks.bench.live_runs import LiveModeResult, run_live_mode
 from tasks.endpoints.local_model import LocalModelOptions, start_local_model

@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from foldem.core.errors import EndpointError
 from foldem.spec.endpoints import Endpoint
 from foldem.spec.job import JobSpec
-from foldem.spec.sections import Stage
+from foldem.spec.stages import Stage
 from tasks.endpoints.base import CallStats, ChatRequest, EndpointCall, StreamingEndpoint
 from tasks.endpoints.breaker import BreakerState, CircuitBreaker, Clock
 

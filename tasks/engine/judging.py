@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from foldem.spec.sections import Stage
+from foldem.spec.stages import Stage
 from tasks.endpoints.base import Delta
 from tasks.engine.evidence import step_span, with_evidence
 from tasks.engine.judge_score import judge_rejection

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from foldem.core.errors import EndpointError
 from foldem.spec.job import JobSpec
-from foldem.spec.sections import Stage
+from foldem.spec.stages import Stage
 from tasks.endpoints.base import CallStats, ChatRequest, Message, StreamingEndpoint
 from tasks.endpoints.pool import CallAttempt, EndpointRouter
 from tasks.endpoints.prices import PriceBook, resolve_prices

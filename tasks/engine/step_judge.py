@@ -18,7 +18,7 @@ import asyncio
 from dataclasses import dataclass, field, replace
 
 from foldem.core.errors import EndpointError
-from foldem.spec.sections import StepJudge
+from foldem.spec.stages import StepJudge
 from tasks.endpoints.base import ChatRequest, Message
 from tasks.endpoints.pool import CallAttempt, EndpointPool
 from tasks.engine.judge_score import parse_judge_score, passes
