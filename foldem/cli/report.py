@@ -23,7 +23,8 @@ def cmd_report(args: argparse.Namespace) -> int:
                           "(default: the latest run), not --since")
     import sqlalchemy as sa
 
-    from tasks.reports.analytics import build_report, render_text
+    from tasks.reports.analytics import build_report
+    from tasks.reports.tables import render_text
     from tasks.store.db import get_engine, normalize_url, resolve_database_url, session_scope
 
     url = (normalize_url(args.database_url, source="--database-url") if args.database_url

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from foldem.core.errors import ConfigError
-from tasks.reports.analytics import report_tables
 from tasks.reports.rows import AnalyticsReport, FireRow
+from tasks.reports.tables import report_tables
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

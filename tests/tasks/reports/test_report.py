@@ -18,8 +18,9 @@ from sqlalchemy.orm import Session
 
 from foldem.cli.main import main
 from foldem.core.errors import DatabaseError
-from tasks.reports.analytics import RunNotFoundError, build_report, render_text
+from tasks.reports.analytics import RunNotFoundError, build_report
 from tasks.reports.rows import AnalyticsReport
+from tasks.reports.tables import render_text
 from tasks.store import db
 from tests.support.samples import Spec, save_run
 from tests.support.scratch_db import scratch_database
