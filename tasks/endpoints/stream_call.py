@@ -54,21 +54,31 @@ class StreamCall:
     async def __aiter__(self) -> AsyncIterator[Delta]:
         chunk = self._pending_first
         self._pending_first = None
-        while chunk is not None:
-            delta = self._consume(chunk)
-            if delta is not None:
-                yield delta
-            try:
-                chunk = await self._next(self._idle)
-            except TimeoutError:
-                raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
-                                    "(idle timeout) after the stream started") from None
-            # The SDK (3.x) runs on httpx2, whose errors do not derive from httpx's: a
-            # connection dropped mid-stream raises httpx2.RemoteProtocolError unwrapped.
-            except (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError,
-                    OSError) as exc:  # dropped mid-stream
-                raise EndpointError(self._endpoint, f"stream broke after it started: "
-                                    f"{type(exc).__name__}: {exc}") from None
+        # One idle timer for the whole stream, not `wait_for` per chunk: that made a task, a
+        # timer and callbacks for every token (about a tenth of the client's CPU time).
+        watchdog = _IdleWatchdog(self._idle)
+        try:
+            while chunk is not None:
+                delta = self._consume(chunk)
+                if delta is not None:
+                    yield delta
+                try:
+                    watchdog.waiting_since(watchdog.loop.time())
+                    chunk = await anext(self._chunks, None)
+                    watchdog.waiting = False
+                except asyncio.CancelledError:
+                    if not watchdog.fired():
+                        raise
+                    raise EndpointError(self._endpoint, f"no chunk for {self._idle:.0f}s "
+                                        "(idle timeout) after the stream started") from None
+                # The SDK (3.x) runs on httpx2, whose errors do not derive from httpx's: a
+                # connection dropped mid-stream raises httpx2.RemoteProtocolError unwrapped.
+                except (openai.OpenAIError, httpx.HTTPError, httpx2.HTTPError,
+                        OSError) as exc:  # dropped mid-stream
+                    raise EndpointError(self._endpoint, f"stream broke after it started: "
+                                        f"{type(exc).__name__}: {exc}") from None
+        finally:
+            watchdog.cancel()
 
     def _consume(self, chunk: StreamChunk) -> Delta | None:
         st = self.stats
@@ -147,10 +157,18 @@ class StreamCall:
         generates on, paid for, either way). Otherwise read until the stream has been quiet
         for `quiet` seconds (what is buffered parses at once), at most `cap` seconds in all."""
         half_closed = self._half_close()
-        deadline = time.perf_counter() + (cap_half_closed if half_closed else cap)
+        if half_closed:  # one deadline for the whole read, not a timer per chunk
+            try:
+                async with asyncio.timeout(cap_half_closed):
+                    async for chunk in self._chunks:
+                        self._consume(chunk)
+            except Exception:  # noqa: BLE001 - the cap, or broken: we are hanging up anyway
+                return
+            return
+        deadline = time.perf_counter() + cap
         while (left := deadline - time.perf_counter()) > 0:
             try:
-                chunk = await self._next(left if half_closed else min(quiet, left))
+                chunk = await self._next(min(quiet, left))
             except Exception:  # noqa: BLE001 - quiet, or broken: we are hanging up anyway
                 return
             if chunk is None:
@@ -183,17 +201,81 @@ class StreamCall:
 
 
 async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[StreamChunk]:
-    """Chat-completion chunks from an SSE body; `[DONE]` ends it; an error event raises."""
-    async for line in response.iter_lines():
-        if not line.startswith("data:"):
-            continue  # blank separators, comments (":"), event names
-        data = line[5:].strip()
-        if data == "[DONE]":
-            return
-        try:
-            chunk = StreamChunk.model_validate_json(data)
-        except ValidationError:
-            raise EndpointError(endpoint, f"malformed stream event: {data[:200]!r}") from None
-        if chunk.error is not None:
-            raise EndpointError(endpoint, f"error event in the stream: {chunk.error.message}")
-        yield chunk
+    """Chat-completion chunks from an SSE body; `[DONE]` ends it; an error event raises.
+
+    Reads the body's bytes and splits the lines itself: the SDK's `iter_lines` decodes every
+    chunk to text and through two more generator layers, a third of the per-token cost of
+    reading, and the JSON parser takes bytes anyway. Lines end in LF, CRLF or CR (SSE)."""
+    parts: list[bytes] = []  # an unfinished line, as the pieces it came in (joined once)
+    async for piece in response.http_response.aiter_bytes():
+        if b"\n" not in piece and b"\r" not in piece:
+            parts.append(piece)
+            continue
+        buf = b"".join((*parts, piece)) if parts else piece
+        split_cr = False
+        if b"\r" in buf:  # CRLF or a lone CR ends a line too
+            split_cr = buf.endswith(b"\r")  # maybe half a CRLF: the next piece tells
+            if split_cr:
+                buf = buf[:-1]
+            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = buf.split(b"\n")
+        tail = lines.pop() + b"\r" if split_cr else lines.pop()
+        parts = [tail] if tail else []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue  # blank separators, comments (":"), event names
+            data = line[5:].strip()
+            if data == b"[DONE]":
+                return
+            yield _chunk(data, endpoint)
+    pending = b"".join(parts)
+    if pending.startswith(b"data:") and (data := pending[5:].strip()) != b"[DONE]":
+        yield _chunk(data, endpoint)  # the body ended without a final line break
+
+
+def _chunk(data: bytes, endpoint: str) -> StreamChunk:
+    try:
+        chunk = StreamChunk.model_validate_json(data)
+    except ValidationError:
+        text = data[:200].decode("utf-8", errors="replace")
+        raise EndpointError(endpoint, f"malformed stream event: {text!r}") from None
+    if chunk.error is not None:
+        raise EndpointError(endpoint, f"error event in the stream: {chunk.error.message}")
+    return chunk
+
+
+class _IdleWatchdog:
+    """Cancels the reading task once a wait for the next chunk has lasted `idle` seconds. Its
+    one timer is re-armed only when it fires early (chunks came meanwhile), so a chunk costs
+    an assignment, not a timer."""
+
+    def __init__(self, idle: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.current_task()
+        self.idle = idle
+        self.since = self.loop.time()
+        self.waiting = False
+        self.expired = False
+        self.handle = self.loop.call_at(self.since + idle, self._check)
+
+    def waiting_since(self, now: float) -> None:
+        self.since, self.waiting = now, True
+
+    def _check(self) -> None:
+        now = self.loop.time()
+        if self.waiting and now - self.since >= self.idle and self.task is not None:
+            self.expired = True
+            self.task.cancel()
+        else:
+            self.handle = self.loop.call_at(
+                (self.since if self.waiting else now) + self.idle, self._check)
+
+    def fired(self) -> bool:
+        """The cancel came from this watchdog (taken back, to be raised as a timeout)."""
+        if not self.expired or self.task is None:
+            return False
+        self.task.uncancel()
+        return True
+
+    def cancel(self) -> None:
+        self.handle.cancel()
