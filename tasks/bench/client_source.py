@@ -331,10 +331,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = [resolve_input_path(t) for t in args.traces]
     try:
-        import uvloop  # the source must not be the limit: the fastest loop available
-
-        uvloop.run(_serve(paths, args.tokens_per_second, args.host, args.port))
-    except ImportError:
         asyncio.run(_serve(paths, args.tokens_per_second, args.host, args.port))
     except KeyboardInterrupt:
         pass

@@ -10,6 +10,7 @@ this module is the part that runs once the first token has arrived.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ class StreamCall:
         self._server_predicted: int | None = None  # llama.cpp's timings.predicted_n
         self._timings_prompt: int | None = None  # llama.cpp's timings prompt_n + cache_n
         self.saw_timings = False  # the server is llama.cpp
+        self._ended = False  # the body ended ([DONE] or its end): nothing left to drain
 
     async def _next(self, timeout: float) -> StreamChunk | None:
         try:
@@ -66,6 +68,7 @@ class StreamCall:
                     watchdog.waiting_since(watchdog.loop.time())
                     chunk = await anext(self._chunks, None)
                     watchdog.waiting = False
+                    self._ended = chunk is None
                 except asyncio.CancelledError:
                     if not watchdog.fired():
                         raise
@@ -143,7 +146,11 @@ class StreamCall:
             sock = stream.get_extra_info("socket") if stream is not None else None
             if sock is None:
                 return False
-            sock.shutdown(socket.SHUT_WR)
+            try:
+                sock.shutdown(socket.SHUT_WR)
+            except TypeError:  # uvloop hands out a socket-like view without shutdown()
+                with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+                    dup.shutdown(socket.SHUT_WR)  # on the connection, whichever fd says it
             return True
         except (AttributeError, OSError):
             return False
@@ -156,6 +163,8 @@ class StreamCall:
         `cap_half_closed` seconds (only a server that ignores hang-ups takes that long, and it
         generates on, paid for, either way). Otherwise read until the stream has been quiet
         for `quiet` seconds (what is buffered parses at once), at most `cap` seconds in all."""
+        if self._ended:
+            return  # nothing left to count; the connection stays open for the next call
         half_closed = self._half_close()
         if half_closed:  # one deadline for the whole read, not a timer per chunk
             try:
