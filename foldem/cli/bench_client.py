@@ -28,7 +28,8 @@ def cmd_bench_client(args: argparse.Namespace) -> int:
         traces=[resolve_input_path(arg) for arg in args.traces], out_dir=Path(args.out),
         concurrency=args.concurrency, workers=args.workers,
         scale_concurrency=args.scale_concurrency, paced_streams=args.paced_streams,
-        paced_tokens_per_second=args.paced_tokens_per_second, peers=args.peers,
+        paced_tokens_per_second=args.paced_tokens_per_second,
+        paced_workers=args.paced_workers, peers=args.peers,
         peer_concurrency=args.peer_concurrency,
         peers_venvs=Path(args.peers_venvs) if args.peers_venvs else None, loop=args.loop)
     s = run_bench_client(settings)
@@ -45,7 +46,8 @@ def cmd_bench_client(args: argparse.Namespace) -> int:
                              f"{f['cpu_seconds_per_mtok']} CPU s/Mtok"))
     a = s["abort"]
     lat = a["abort_latency"]
-    print(f"abort latency at {a['streams']} × {a['tokens_per_second_per_stream']:g} tokens/s: "
+    print(f"abort latency at {a['streams']} × {a['tokens_per_second_per_stream']:g} tokens/s, "
+          f"{a['workers']} worker process(es): "
           f"{lat.get('aborted', 0)} aborted, p50 {lat.get('p50')}, p99 {lat.get('p99')} tokens; "
           f"ledger = source in every run: {s['ledger_equals_server']}")
     print(f"summary and report written to {args.out}")
@@ -75,6 +77,9 @@ def register_client(group: argparse._SubParsersAction) -> None:
                     help="streams in the paced run (default 256)")
     cl.add_argument("--paced-tokens-per-second", type=float, default=100.0, metavar="R",
                     help="tokens per second per stream in the paced run (default 100)")
+    cl.add_argument("--paced-workers", type=int, default=1, metavar="N",
+                    help="worker processes in the paced run, the streams split between them "
+                    "(default 1)")
     cl.add_argument("--no-peers", dest="peers", action="store_false",
                     help="skip curator and distilabel")
     cl.add_argument("--peer-concurrency", type=int, default=256, metavar="N",

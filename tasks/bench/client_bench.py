@@ -38,6 +38,7 @@ from pydantic import BaseModel, Field
 
 from foldem.core.errors import ConfigError, FoldemError
 from foldem.core.processes import stop_process
+from foldem.core.tokens import seed_cache
 from foldem.core.traces import load_traces
 from foldem.replay.protocol import ReplayStats
 from tasks.bench.client_worker import IN_FLIGHT, bench_job
@@ -58,6 +59,7 @@ class BenchClientSettings(BaseModel):
     scale_concurrency: int = Field(256, ge=1)
     paced_streams: int = Field(256, ge=1)
     paced_tokens_per_second: float = Field(100.0, gt=0)
+    paced_workers: int = Field(1, ge=1)
     peers: bool = True
     peer_concurrency: int = Field(256, ge=1)
     peers_venvs: Path | None = None
@@ -131,7 +133,10 @@ def _run_workers(consumer: str, source: SourceProcess, traces: Sequence[Path], *
     source_cpu = source.cpu_seconds()
     late = [o["started_late"] for o in outs]
     return {"consumer": consumer, "workers": workers, "concurrency": concurrency,
-            "wall_seconds": max(o["ended_at"] for o in outs) - start_at,
+            # From the first worker's start to the last one's end (a worker still loading at
+            # the start signal starts late; the wall does not count its wait).
+            "wall_seconds": (max(o["ended_at"] for o in outs)
+                             - min(o["started_at"] for o in outs)),
             "cpu_seconds": sum(o["cpu_seconds"] for o in outs),
             "source_cpu_end": source_cpu, "items": sum(o["items"] for o in outs),
             "started_late_seconds": max(late),
@@ -214,8 +219,14 @@ def run_peers(settings: BenchClientSettings, source: SourceProcess) -> dict[str,
     prompts = settings.out_dir / "peer_prompts.jsonl"
     # One prompt per trace; unseeded, the source rotates through a problem's recordings.
     prompts.write_text("".join(json.dumps({"prompt": t.problem}) + "\n" for t in traces))
+    # Offline settings the peers need; curator counts with tiktoken, whose files cannot be
+    # downloaded here: the same seeded cache as foldem's (as scripts/peers/run_peers.sh does).
+    seed_cache()
+    seed_cache("cl100k_base")
     env = _child_env() | {"TELEMETRY_ENABLED": "false", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-                          "HF_HUB_OFFLINE": "1"}
+                          "HF_HUB_OFFLINE": "1",
+                          "TIKTOKEN_CACHE_DIR": os.environ.get("TIKTOKEN_CACHE_DIR",
+                                                               str(seed_cache().parent))}
     for peer in PEERS:
         python = venvs / peer / "bin" / "python"
         if not (venvs / peer / ".installed").is_file() or not python.is_file():
@@ -276,7 +287,8 @@ def run_bench_client(settings: BenchClientSettings) -> dict[str, Any]:
     paced = SourceProcess(settings.traces, settings.paced_tokens_per_second)
     try:
         abort = measure("foldem", paced, settings, planned_job,
-                        concurrency=settings.paced_streams, db_url=db_url)
+                        concurrency=settings.paced_streams, workers=settings.paced_workers,
+                        db_url=db_url)
     finally:
         paced.stop()
     summary["abort"] = abort | {"streams": settings.paced_streams,

@@ -36,7 +36,8 @@ def ratios(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _row(name: str, f: dict[str, Any], ratio: dict[str, Any] | None) -> str:
     r = ratio or {}
-    ledger = {True: "exact", False: "**off**"}.get(f.get("ledger_equals_server"), "–")
+    exact = f.get("ledger_equals_server")
+    ledger = "–" if exact is None else "exact" if exact else "**off**"
     return (f"| {name} | {f['tokens']:,} | {f['wall_seconds']:.1f} | {f['tokens_per_second']:,} "
             f"| {f['cpu_seconds']:.1f} | {f['cpu_seconds_per_mtok']:.1f} "
             f"| {f['tokens_per_cpu_second']:,} | {r.get('per_cpu_second') or '–'} | {ledger} |")
@@ -76,7 +77,8 @@ def write_report(summary: dict[str, Any], path: Path) -> None:
     a = summary["abort"]
     lat = a["abort_latency"]
     lines += [f"## Abort latency: {a['streams']} streams × {a['tokens_per_second_per_stream']:g} "
-              "tokens/s", "", _HEAD, _row("foldem, paced", a, None), "",
+              f"tokens/s, {a['workers']} worker process(es)", "", _HEAD,
+              _row("foldem, paced", a, None), "",
               f"Aborted streams: {lat.get('aborted', 0)}; tokens written after the checkpoint "
               f"that fired: p50 {lat.get('p50', '–')}, p99 {lat.get('p99', '–')}, "
               f"max {lat.get('max', '–')}.", "",

@@ -122,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     time.sleep(max(0.0, args.start_at - time.time()))
     out["started_late"] = max(0.0, time.time() - args.start_at) if args.start_at else 0.0
+    out["started_at"] = time.time()
     before, started = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     result = _run(args.loop, work)
     wall = time.perf_counter() - started

@@ -169,8 +169,8 @@ class StreamCall:
         if half_closed:  # one deadline for the whole read, not a timer per chunk
             try:
                 async with asyncio.timeout(cap_half_closed):
-                    async for chunk in self._chunks:
-                        self._consume(chunk)
+                    async for streamed in self._chunks:
+                        self._consume(streamed)
             except Exception:  # noqa: BLE001 - the cap, or broken: we are hanging up anyway
                 return
             return
