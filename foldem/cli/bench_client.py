@@ -21,9 +21,15 @@ def _ints(text: str) -> list[int]:
 
 
 def cmd_bench_client(args: argparse.Namespace) -> int:
+    import importlib.util
+
     from foldem.core.data import resolve_input_path
+    from foldem.core.errors import ConfigError
     from tasks.bench.client_bench import BenchClientSettings, run_bench_client
 
+    if args.loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise ConfigError("--loop uvloop needs uvloop, which foldem does not install "
+                          "(it measured no gain): pip install uvloop")
     settings = BenchClientSettings(
         traces=[resolve_input_path(arg) for arg in args.traces], out_dir=Path(args.out),
         concurrency=args.concurrency, workers=args.workers,
