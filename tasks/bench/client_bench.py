@@ -16,7 +16,9 @@ own (fast enough not to be the limit). Each consumer is a process of its own
               server wrote after the checkpoint that fired, per aborted stream, p50/p99
 
 Every foldem run is checked against the source's own count, request by request (`ledger =
-server`, as `foldem bench replay` checks it). Figures go to DIR/summary.json and DIR/report.md.
+server`, as `foldem bench replay` checks it). Figures go to DIR/summary.json and DIR/report.md
+(tasks/bench/client_report.py). It stays one module: the four parts share the source process,
+the measuring of one run and the ledger check, and read in order as the command runs them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ Requests are matched by exact prompt text (the last message's content) to a reco
 `seed` picks the recording (candidates[seed % n]), else a per-problem rotation. Run it as its own
 process: `python -m tasks.bench.client_source --traces FILE... [--tokens-per-second R]`; it
 prints its port on stdout once it listens.
+
+It stays one module: rendering, the HTTP protocol and the pacing timer share the offsets and
+counts of one rendered response, and it runs as one small script.
 """
 
 from __future__ import annotations
