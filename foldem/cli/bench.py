@@ -310,3 +310,6 @@ def _register_live(group: argparse._SubParsersAction) -> None:
                       "(e.g. examples/live-gsm8k.yaml; early exit off) instead of the built-in "
                       "one (the default validator set)")
     live.set_defaults(func=cmd_bench_live)
+    from foldem.cli.bench_client import register_client
+
+    register_client(group)

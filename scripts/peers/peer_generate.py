@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -55,6 +56,13 @@ def run_distilabel(base_url: str, prompts: list[str], concurrency: int) -> list[
     return rows
 
 
+def _cpu_seconds() -> float:
+    """This process's CPU time and its finished children's (a peer may fork workers)."""
+    own, children = (resource.getrusage(resource.RUSAGE_SELF),
+                     resource.getrusage(resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("peer", choices=["curator", "distilabel"])
@@ -65,14 +73,17 @@ def main() -> int:
     args = parser.parse_args()
     with open(args.prompts, encoding="utf-8") as fh:
         prompts = [json.loads(line)["prompt"] for line in fh if line.strip()]
-    started = time.perf_counter()
     runner = run_curator if args.peer == "curator" else run_distilabel
+    cpu_before = _cpu_seconds()
+    started = time.perf_counter()
     rows = runner(args.base_url, prompts, args.concurrency)
     wall = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_before
     with open(args.out, "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row) + "\n")
-    print(json.dumps({"peer": args.peer, "generated": len(rows), "wall_seconds": round(wall, 2)}))
+    print(json.dumps({"peer": args.peer, "generated": len(rows), "wall_seconds": round(wall, 2),
+                      "cpu_seconds": round(cpu, 3)}))
     return 0
 
 

@@ -32,6 +32,7 @@ from sqlalchemy import select
 
 from foldem.core.traces import Trace
 from foldem.replay.launcher import ReplayServer
+from foldem.replay.protocol import ReplayStats
 from foldem.replay.traces import ANY_GENERATOR
 from foldem.spec.endpoints import REPLAY
 from foldem.spec.job import JobSpec
@@ -144,15 +145,17 @@ def mode_job(job: JobSpec, mode: ModeSpec, separator: str, concurrency: int) -> 
                                   "early_exit": agreement})
 
 
-async def _generate(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], run_id: str,
-                    db_url: str, server: ReplayServer, concurrency: int) -> None:
+async def generate_items(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], run_id: str,
+                         db_url: str, base_url: str, concurrency: int) -> None:
+    """Every planned item through the engine (one per trace separator) against `base_url`
+    (the endpoint standing in for the job's `replay` endpoints), written to `db_url`."""
     separators = sorted({p.trace.separator for p in planned})
     jobs = {sep: mode_job(job, mode, sep, concurrency) for sep in separators}
     first = jobs[separators[0]]
     # Shared by every engine (one stream limit each). The replay stands in for every endpoint
     # the job points at the bundled replay; another (e.g. a real step-judge model) is called.
     clients = {ep.name: EndpointClient(
-        ep, base_url=server.base_url if ep.base_url == REPLAY else ep.base_url,
+        ep, base_url=base_url if ep.base_url == REPLAY else ep.base_url,
         api_key=resolve_api_key(ep)) for ep in first.endpoints}
     engines = {sep: Engine(job=j, run_id=run_id, clients=clients,
                            validators=build_stage_validators(j)) for sep, j in jobs.items()}
@@ -183,13 +186,14 @@ def run_mode(job: JobSpec, mode: ModeSpec, planned: list[PlannedItem], *, db_url
                      flow_run_id=None)
     server.reset_stats()
     started = time.perf_counter()
-    asyncio.run(_generate(job, mode, planned, run_id, db_url, server, concurrency))
+    asyncio.run(generate_items(job, mode, planned, run_id, db_url, server.base_url,
+                               concurrency))
     wall = time.perf_counter() - started
     lifecycle.complete_run(db_url, run_id=run_id, status="completed")
     replayed = {ep.name for ep in job.endpoints if ep.base_url == REPLAY}
     rows = read_rows(db_url, run_id, planned, replayed=replayed)
     return ModeResult(mode=mode, run_id=run_id, wall_seconds=round(wall, 2), rows=rows,
-                      server=check_server(rows, server))
+                      server=check_server(rows, server.stats()))
 
 
 def read_rows(db_url: str, run_id: str, planned: list[PlannedItem], *,
@@ -232,12 +236,11 @@ def read_rows(db_url: str, run_id: str, planned: list[PlannedItem], *,
     return rows
 
 
-def check_server(rows: dict[str, SampleRow], server: ReplayServer) -> ServerCheck:
+def check_server(rows: dict[str, SampleRow], stats: ReplayStats) -> ServerCheck:
     """Ledger against the replay's count, per request (by response id) and in total; also
     that each request replayed the recording its item was planned for. A request that sent no
     token (a 429 or 500, retried) is one attempt of a call whose last request carries the
     call's response id, so it is matched by the attempt count instead."""
-    stats = server.stats()
     by_response = {r.response_id: (r, r.completion_tokens, True) for r in rows.values()
                    if r.response_id}
     # A step judge's request names the recording whose steps it quotes; two recordings of a

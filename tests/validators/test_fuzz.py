@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -202,15 +203,23 @@ def test_a_line_that_never_ends_is_handed_on_in_bounded_time() -> None:
 
 # --- the SSE stream parser ---------------------------------------------------------------------
 
-class FakeResponse:
-    """What parse_sse reads: an object whose iter_lines() yields decoded lines."""
+class FakeBody:
+    """The HTTP body parse_sse reads: the lines, LF-terminated, in 7-byte pieces (so lines,
+    CRLFs and UTF-8 characters are cut across pieces)."""
 
     def __init__(self, lines: list[str]) -> None:
-        self.lines = lines
+        self.body = "".join(line + "\n" for line in lines).encode()
 
-    async def iter_lines(self) -> AsyncIterator[str]:
-        for line in self.lines:
-            yield line
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for i in range(0, len(self.body), 7):
+            yield self.body[i:i + 7]
+
+
+class FakeResponse:
+    """What parse_sse reads: an object whose `http_response.aiter_bytes()` yields the body."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.http_response = FakeBody(lines)
 
 
 json_values = st.recursive(
@@ -255,10 +264,12 @@ async def _parse(lines: list[str]) -> tuple[list[StreamChunk], EndpointError | N
 def _check_parser(lines: list[str]) -> None:
     chunks, error = asyncio.run(_parse(lines))
     assert all(isinstance(c, StreamChunk) for c in chunks)
-    data = [x for x in lines if x.startswith("data:")]
+    # The lines as SSE reads them: LF, CRLF and a lone CR each end a line.
+    wire = re.split(rb"\r\n|\r|\n", "".join(x + "\n" for x in lines).encode())
+    data = [x for x in wire if x.startswith(b"data:")]
     if error is None:
         # It stopped at [DONE] or at the end; every data line before that became a chunk.
-        done = next((i for i, x in enumerate(data) if x[5:].strip() == "[DONE]"), len(data))
+        done = next((i for i, x in enumerate(data) if x[5:].strip() == b"[DONE]"), len(data))
         assert len(chunks) == done
     else:
         assert error.endpoint == "fuzz" and error.message
