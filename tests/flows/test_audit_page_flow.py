@@ -42,14 +42,14 @@ def demo_job(replay_url: str, prompts: int) -> dict[str, Any]:
 
 
 def test_demo_run_writes_an_audit_page_that_opens_from_disk(
-        prefect_api: None, pg_url: str, replay: ReplayServer, tmp_path: Path,
+        prefect_api: None, own_pg_url: str, replay: ReplayServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     chromium = chromium_path()
     assert chromium is not None
     monkeypatch.chdir(tmp_path)
     run_id = "audit-demo"
     summary = run_flow(write_job(tmp_path, demo_job(replay.base_url, prompts=10)), run_id,
-                       pg_url)
+                       own_pg_url)
     page = (tmp_path / "out" / run_id / "audit.html").resolve()
     assert summary.audit_page == str(page) and page.exists()
     assert summary.rejected > 0

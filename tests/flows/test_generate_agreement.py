@@ -48,15 +48,15 @@ def _reopen(db_url: str, run_id: str, where: str) -> None:
 
 
 def test_agreement_in_the_flow_supersedes_cuts_counts_and_resumes(
-        prefect_api: None, pg_url: str, replay: ReplayServer, tmp_path: Path,
+        prefect_api: None, own_pg_url: str, replay: ReplayServer, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     job = _agreement_job(tmp_path, replay.base_url)
     run_id = "it-agree-1"
     replay.reset_stats()
-    summary = run_flow(job, run_id, pg_url)
+    summary = run_flow(job, run_id, own_pg_url)
     assert summary.status == "completed"
-    record = rel.read_run(pg_url, run_id)
+    record = rel.read_run(own_pg_url, run_id)
 
     # Every (prompt, sample) once, in a final state.
     keys = Counter((s.prompt_id, s.sample_index) for s in record.samples)
@@ -103,21 +103,21 @@ def test_agreement_in_the_flow_supersedes_cuts_counts_and_resumes(
 
     # Resume after a crash that lost the superseded rows: the stored accepted answers seed
     # each prompt's tally, so nothing is generated again and the rows come back.
-    _reopen(pg_url, run_id, "status = 'superseded'")
+    _reopen(own_pg_url, run_id, "status = 'superseded'")
     replay.reset_stats()
-    again = run_flow(job, run_id, pg_url)
+    again = run_flow(job, run_id, own_pg_url)
     assert replay.stats().requests == []
     assert again.superseded == summary.superseded and again.accepted == summary.accepted
 
     # A crash after one of the two agreeing samples of a prompt was written: the resume
     # generates for that prompt only, until k agree again.
     prompt, index = _last_accepted(status)
-    before = {r.call_id for r in rel.read_run(pg_url, run_id).ledger}
-    _reopen(pg_url, run_id, f"prompt_id = '{prompt}' AND (sample_index = {index} "
+    before = {r.call_id for r in rel.read_run(own_pg_url, run_id).ledger}
+    _reopen(own_pg_url, run_id, f"prompt_id = '{prompt}' AND (sample_index = {index} "
                             "OR status = 'superseded')")
     replay.reset_stats()
-    resumed = run_flow(job, run_id, pg_url)
-    after = rel.read_run(pg_url, run_id)
+    resumed = run_flow(job, run_id, own_pg_url)
+    after = rel.read_run(own_pg_url, run_id)
     new_calls = [r for r in after.ledger if r.call_id not in before]
     assert new_calls and {r.prompt_id for r in new_calls} == {prompt}
     rel.assert_ledger_matches(rel.RunRecord(after.samples, new_calls, []), replay.stats())

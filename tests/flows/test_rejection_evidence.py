@@ -46,24 +46,24 @@ def evidence(db_url: str, run_id: str) -> dict[tuple[str, int], Any]:
                 for r in conn.execute(text(EVIDENCE), {"r": run_id})}
 
 
-def run(tmp_path: Path, replay: ReplayServer, pg_url: str, run_id: str, *,
+def run(tmp_path: Path, replay: ReplayServer, own_pg_url: str, run_id: str, *,
         in_flight: bool) -> dict[tuple[str, int], Any]:
     job = job_dict(replay.base_url, limit=10, samples=4, name=f"ev-{run_id}",
                    validators=VALIDATORS)
     job["in_flight"] = in_flight
     job["replay"]["tokens_per_second"] = PACE * 4
     job["stages"][0]["early_exit"] = False  # both judge the whole text: the same rejections
-    summary = run_flow(write_job(tmp_path, job, f"{run_id}.yaml"), run_id, pg_url)
+    summary = run_flow(write_job(tmp_path, job, f"{run_id}.yaml"), run_id, own_pg_url)
     assert summary.status == "completed" and summary.rejected > 0
-    return evidence(pg_url, run_id)
+    return evidence(own_pg_url, run_id)
 
 
-def test_spans_quote_the_stored_stage_text(prefect_api: None, pg_url: str,
+def test_spans_quote_the_stored_stage_text(prefect_api: None, own_pg_url: str,
                                            replay: ReplayServer, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    in_flight = run(tmp_path, replay, pg_url, "ev-in-flight", in_flight=True)
-    post_hoc = run(tmp_path, replay, pg_url, "ev-post-hoc", in_flight=False)
+    in_flight = run(tmp_path, replay, own_pg_url, "ev-in-flight", in_flight=True)
+    post_hoc = run(tmp_path, replay, own_pg_url, "ev-post-hoc", in_flight=False)
 
     for rows in (in_flight, post_hoc):
         spanned = [r for r in rows.values() if r.span_start is not None]
@@ -88,7 +88,7 @@ def test_spans_quote_the_stored_stage_text(prefect_api: None, pg_url: str,
     if psql is None:
         return
     out = subprocess.run(
-        [psql, libpq_url(pg_url), "-X", "--csv", "-v", "ON_ERROR_STOP=1", "-v",
+        [psql, libpq_url(own_pg_url), "-X", "--csv", "-v", "ON_ERROR_STOP=1", "-v",
          "run_id=ev-in-flight", "-f", str(PROJECT_ROOT / "sql/queries/rejection_evidence.sql")],
         capture_output=True, text=True, timeout=60, check=False)
     assert out.returncode == 0, out.stderr

@@ -33,3 +33,4 @@ def scratch_database(pg_url: str, *, migrated: bool = False) -> Iterator[str]:
         db.get_engine(url).dispose()
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE "{name}" WITH (FORCE)')
+

@@ -66,7 +66,9 @@ async def test_a_cancelled_sample_hands_over_the_ledger_rows_of_its_calls(
     assert entry.aborted and entry.abort_reason == "interrupted"
     assert entry.tokens_saved == 0 and entry.count_source == "server_usage"
     assert 0 < entry.completion_tokens < len(RAMBLING)
-    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
+    # The fake counts a token after the write it yielded returns; a client that hung up may
+    # have read that token already. Either way the ledger is within one of the server.
+    assert abs(entry.completion_tokens - fake.seen.sent[0]) <= 1
 
 
 async def test_a_sample_cut_for_agreement_is_superseded_with_its_call_in_the_ledger(
@@ -90,7 +92,9 @@ async def test_a_sample_cut_for_agreement_is_superseded_with_its_call_in_the_led
     assert entry.aborted and entry.abort_reason == "agreement" and entry.error is None
     assert 0 < entry.completion_tokens < len(RAMBLING)
     assert entry.tokens_saved == 100 - entry.completion_tokens
-    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
+    # The fake counts a token after the write it yielded returns; a client that hung up may
+    # have read that token already. Either way the ledger is within one of the server.
+    assert abs(entry.completion_tokens - fake.seen.sent[0]) <= 1
 
 
 def test_render_fills_only_named_fields() -> None:
@@ -114,7 +118,9 @@ async def test_early_exit_closes_the_stream(fake: FakeEndpoint) -> None:
     assert fake.seen.sent[0] <= len(SOLUTION) + 1 < len(SOLUTION + RAMBLING)
     # (exact server/ledger equality is checked against the replay endpoint, which counts a
     # token only once written; this scripted server counts it when handed to Starlette)
-    assert fake.seen.sent[0] - 1 <= entry.completion_tokens <= fake.seen.sent[0]
+    # The fake counts a token after the write it yielded returns; a client that hung up may
+    # have read that token already. Either way the ledger is within one of the server.
+    assert abs(entry.completion_tokens - fake.seen.sent[0]) <= 1
     assert entry.tokens_saved == 100 - entry.completion_tokens
 
 

@@ -170,6 +170,7 @@ def test_summarize_run_counts(db_session: Session, run_id: str) -> None:
         "rejections_by_validator": {"arithmetic": 1, "magnitude": 1},
         "rejections_by_stage": {"solve": 2}, "calls": 12, "aborted_calls": 2,
         "quality_gate": None, "near_duplicates_removed": None, "exported_to": None,
+        "audit_page": None,
         "endpoints": [{"endpoint": "replay", "calls": 12, "failed_calls": 0,
                        "prompt_tokens": 240, "completion_tokens": 540, "mean_ttft_ms": 5.0,
                        "breaker_trips": None}],
@@ -256,7 +257,9 @@ def test_user_queries_run(db_session: Session, run_id: str, path: Path) -> None:
     """Each file runs as psql would run it (with -v run_id=...) and returns rows. (The psql
     block that picks the latest run without -v run_id is tested through psql in
     tests/sql/test_queries.py.)"""
-    save_results(db_session, results=_mix(run_id))
+    # the mix, and a sample its prompt's agreeing siblings made unnecessary
+    save_results(db_session, results=[*_mix(run_id),
+                                      sample_result(run_id, "p1", 2, "superseded")])
     sql = re.sub(r"(?m)^\\ir .*\n", "", path.read_text(encoding="utf-8"))
     sql = sql.replace(":'run_id'", f"'{run_id}'").replace("%", "%%")  # psycopg: no params
     rows = db_session.connection().exec_driver_sql(sql).all()
