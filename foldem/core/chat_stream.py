@@ -186,8 +186,8 @@ class ChunkReading:
                 finish = choice.finish_reason
         usage, timings = chunk.usage, chunk.timings
         return cls(
-            id=chunk.id, model=chunk.model if isinstance(chunk.model, str) else None, text=text, confidences=confidences,
-            finish_reason=finish,
+            id=chunk.id, model=chunk.model if isinstance(chunk.model, str) else None,
+            text=text, confidences=confidences, finish_reason=finish,
             prompt_tokens=None if usage is None else usage.prompt_tokens,
             completion_tokens=None if usage is None else usage.completion_tokens,
             cached_tokens=None if usage is None else usage.cached_tokens,
