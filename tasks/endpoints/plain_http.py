@@ -118,6 +118,7 @@ class _Connection:
         self.reader, self.writer = reader, writer
         self.loop = asyncio.get_running_loop()
         self.closed = False
+        self.lent = False  # its socket was handed out (an abort half-closes it): never reused
 
     @classmethod
     async def open(cls, key: tuple[str, int], timeout: float | None) -> _Connection:
@@ -131,13 +132,16 @@ class _Connection:
         return cls(reader, writer)
 
     def get_extra_info(self, name: str) -> Any:
+        if name == "socket":
+            self.lent = True
         return self.writer.get_extra_info(name)
 
     def reusable(self) -> bool:
         # A server closes idle connections on its own: one that said EOF, or sent anything
         # unasked, is not used again (the request would be lost with it).
         buffered = getattr(self.reader, "_buffer", b"")  # asyncio has no public test for it
-        return not (self.closed or buffered or self.reader.at_eof() or self.writer.is_closing())
+        return not (self.closed or self.lent or buffered or self.reader.at_eof()
+                    or self.writer.is_closing())
 
     async def read_head(self, timeout: float | None
                         ) -> tuple[int, bytes, list[tuple[bytes, bytes]], bytes]:
@@ -287,10 +291,12 @@ class _Body(httpx2.AsyncByteStream):
     async def __aiter__(self) -> AsyncIterator[bytes]:
         framing, reader = self._framing, self._conn.reader
         try:
-            if self._rest:
-                if data := framing.feed(self._rest):
+            raw = self._rest
+            while True:
+                if raw and (data := framing.feed(raw)):
                     yield data
-            while not framing.done:
+                if framing.done:
+                    break
                 try:
                     if self._timeout is None:
                         raw = await reader.read(_READ_SIZE)
@@ -307,8 +313,6 @@ class _Body(httpx2.AsyncByteStream):
                         break
                     raise httpx2.RemoteProtocolError(
                         "peer closed connection without sending complete message body")
-                if data := framing.feed(raw):
-                    yield data
         except BaseException:
             self._release(reuse=False)
             raise
@@ -318,10 +322,12 @@ class _Body(httpx2.AsyncByteStream):
         if self._released:
             return
         self._released = True
-        if reuse and not self._conn.closed:
+        if reuse and not self._conn.closed and not self._conn.lent:
             self._transport.give_back(self._key, self._conn)
         else:
             self._conn.close()
 
     async def aclose(self) -> None:
-        self._release(reuse=False)  # closed now: the server sees the hang-up at once
+        # Read to its end (an SSE reader stops at `[DONE]`, which came with the body's last
+        # chunk): reusable. Left early: closed now, so the server sees the hang-up at once.
+        self._release(reuse=self._framing.done and self._framing.keep)
