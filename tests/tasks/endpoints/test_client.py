@@ -242,7 +242,9 @@ async def test_a_lagging_client_still_counts_every_token_the_server_sent(
     to its end, so the ledger equals what the server says it sent, to the token."""
     stats, req = await stream_and_reject(unpaced_replay, lag=lag, at_step_boundary=False)
     assert stats.completion_tokens == req.completion_tokens
-    assert stats.completion_tokens > 1  # it read on after the rejection: the server was ahead
+    if lag:  # stalled, the server got ahead: it read on after the rejection (with no lag a
+        # client that reads in bulk may hang up before the server's second token)
+        assert stats.completion_tokens > 1
 
 
 class _Socket:
