@@ -15,6 +15,9 @@ request's connect/read/write timeouts, and the `network_stream` extension whose 
 `StreamCall` half-closes on an abort. Errors are httpx2's (ConnectError, ConnectTimeout,
 ReadTimeout, ReadError, WriteError, RemoteProtocolError), as the standard transport raises them.
 https, proxies and anything else go to the standard transport.
+
+Over 300 lines and whole: the connection, its framing and the body reader are one protocol
+state, and split up each part would reach into the others.
 """
 
 from __future__ import annotations
