@@ -42,6 +42,13 @@ class Settings(BaseSettings):
         description="Allow downloading public data (GSM8K) when it is not found locally. "
         "Env: FOLDEM_DOWNLOAD.",
     )
+    lean_http: bool = Field(
+        default=True,
+        description="Read plain-http endpoints with foldem's own HTTP/1.1 transport "
+        "(tasks/endpoints/plain_http.py), which decodes each network read in bulk instead of "
+        "one HTTP chunk per token; https always uses the SDK's standard one. False: the "
+        "standard one everywhere. Env: FOLDEM_LEAN_HTTP.",
+    )
 
     @property
     def resolved_state_dir(self) -> Path:

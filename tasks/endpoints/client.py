@@ -38,15 +38,17 @@ import httpx2
 import openai
 from pydantic import SecretStr
 
-from foldem.core.chat_stream import StreamChunk
+from foldem.core.chat_stream import ChunkReading
 from foldem.core.errors import (
     ConfigError,
     EndpointAuthError,
     EndpointError,
     EndpointUnreachableError,
 )
+from foldem.core.settings import get_settings
 from foldem.spec.endpoints import LOCAL, Endpoint
 from tasks.endpoints.base import CallStats, ChatRequest
+from tasks.endpoints.plain_http import PlainHttpTransport
 from tasks.endpoints.stream_call import (
     StreamCall,
     parse_sse,
@@ -105,6 +107,14 @@ def _backoff(attempt: int) -> float:
     return float(min(30.0, 0.5 * 2 ** attempt) * (0.5 + random.random() / 2))
 
 
+def _http_client(base_url: str) -> httpx2.AsyncClient | None:
+    """foldem's lean transport for a plain-http endpoint when the settings ask for it
+    (`FOLDEM_LEAN_HTTP`); None: the SDK's own client."""
+    if not (get_settings().lean_http and base_url.startswith("http://")):
+        return None
+    return openai.DefaultAsyncHttpxClient(transport=PlainHttpTransport())
+
+
 class EndpointClient:
     """One configured endpoint: an AsyncOpenAI client plus the per-endpoint stream limit,
     and the cross-process limits when `limiter` is given."""
@@ -117,7 +127,8 @@ class EndpointClient:
         t = endpoint.timeouts
         self._client = openai.AsyncOpenAI(
             base_url=base_url, api_key=api_key.get_secret_value(), max_retries=0,
-            timeout=openai.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total))
+            timeout=openai.Timeout(connect=t.connect, read=t.idle, write=t.idle, pool=t.total),
+            http_client=_http_client(base_url))
         self._limit = asyncio.Semaphore(endpoint.max_concurrent_streams)
         self._continuous: bool | None = {"on": True, "off": False}.get(endpoint.continuous_usage)
         #: Ask llama.cpp for its token count in every chunk (None: not known to be llama.cpp
@@ -164,7 +175,7 @@ class EndpointClient:
         return body
 
     async def _open(self, request: ChatRequest, stats: CallStats, max_retries: int
-                    ) -> tuple[Any, AsyncIterator[StreamChunk], StreamChunk | None, float]:
+                    ) -> tuple[Any, AsyncIterator[ChunkReading], ChunkReading | None, float]:
         """Open the stream and wait for its first chunk, retrying where that is safe."""
         ep = self.endpoint
         attempt = 0

@@ -21,7 +21,7 @@ import httpx2
 import openai
 from pydantic import ValidationError
 
-from foldem.core.chat_stream import StreamChunk
+from foldem.core.chat_stream import ChunkReading, read_chunk
 from foldem.core.errors import EndpointError
 from foldem.core.tokens import count_tokens
 from tasks.endpoints.base import CallStats, Delta
@@ -31,7 +31,7 @@ from tasks.records.models import CountSource
 class StreamCall:
     """One streaming call in progress. Iterate for deltas; `stats` fills in as it goes."""
 
-    def __init__(self, chunks: AsyncIterator[StreamChunk], first: StreamChunk | None,
+    def __init__(self, chunks: AsyncIterator[ChunkReading], first: ChunkReading | None,
                  response: Any, stats: CallStats, t0: float, idle_timeout: float,
                  endpoint: str) -> None:
         self._endpoint = endpoint
@@ -48,7 +48,7 @@ class StreamCall:
         self.saw_timings = False  # the server is llama.cpp
         self._ended = False  # the body ended ([DONE] or its end): nothing left to drain
 
-    async def _next(self, timeout: float) -> StreamChunk | None:
+    async def _next(self, timeout: float) -> ChunkReading | None:
         try:
             return await asyncio.wait_for(self._chunks.__anext__(), timeout)
         except StopAsyncIteration:
@@ -85,55 +85,46 @@ class StreamCall:
         finally:
             watchdog.cancel()
 
-    def _consume(self, chunk: StreamChunk) -> Delta | None:
+    def _consume(self, chunk: ChunkReading) -> Delta | None:
         st = self.stats
         st.response_id = st.response_id or chunk.id
-        if st.served_model is None and isinstance(chunk.model, str) and chunk.model:
+        if st.served_model is None and chunk.model:
             st.served_model = chunk.model
-        usage = chunk.usage
         added_by_server: int | None = None
-        if usage is not None and usage.completion_tokens is not None:
+        if chunk.completion_tokens is not None:
             previous = self._server_completion or 0
-            self._server_completion = usage.completion_tokens
-            added_by_server = usage.completion_tokens - previous
-            st.prompt_tokens = usage.prompt_tokens
-            st.cached_prompt_tokens = usage.cached_tokens
-        added_by_timings = self._read_timings(chunk)
-        if added_by_server is None:
-            added_by_server = added_by_timings
-        text = ""
-        confidences: tuple[float, ...] = ()
-        for choice in chunk.choices:
-            if choice.delta is not None and choice.delta.content:
-                text += choice.delta.content
-            if choice.logprobs is not None and choice.logprobs.content:
-                confidences += choice.logprobs.confidences()
-            if choice.finish_reason:
-                st.finish_reason = choice.finish_reason
+            self._server_completion = chunk.completion_tokens
+            added_by_server = chunk.completion_tokens - previous
+            st.prompt_tokens = chunk.prompt_tokens
+            st.cached_prompt_tokens = chunk.cached_tokens
+        if chunk.has_timings:
+            added_by_timings = self._read_timings(chunk)
+            if added_by_server is None:
+                added_by_server = added_by_timings
+        if chunk.finish_reason:
+            st.finish_reason = chunk.finish_reason
+        text = chunk.text
         if not text:
             return None
         if st.ttft_ms is None:
             st.ttft_ms = (time.perf_counter() - self._t0) * 1000
         st.text_parts.append(text)
         tokens = added_by_server if added_by_server is not None else max(1, count_tokens(text))
-        return Delta(text, tokens, confidences)
+        return Delta(text, tokens, chunk.confidences)
 
-    def _read_timings(self, chunk: StreamChunk) -> int | None:
-        """llama.cpp's own counts, when the chunk carries them: the tokens this chunk added
-        (its running `predicted_n` moved on by one per content chunk; a UTF-8 character split
-        across tokens arrives as one chunk that added two)."""
-        timings = chunk.timings
-        if timings is None:
-            return None
+    def _read_timings(self, chunk: ChunkReading) -> int | None:
+        """llama.cpp's own counts (the chunk carries its `timings`): the tokens this chunk
+        added (its running `predicted_n` moved on by one per content chunk; a UTF-8 character
+        split across tokens arrives as one chunk that added two)."""
         self.saw_timings = True
-        if timings.prompt_n is not None:
-            self._timings_prompt = timings.prompt_n + (timings.cache_n or 0)
-            self._timings_cached = timings.cache_n
-        if timings.predicted_n is None:
+        if chunk.prompt_n is not None:
+            self._timings_prompt = chunk.prompt_n + (chunk.cache_n or 0)
+            self._timings_cached = chunk.cache_n
+        if chunk.predicted_n is None:
             return None
         previous = self._server_predicted or 0
-        self._server_predicted = timings.predicted_n
-        return timings.predicted_n - previous
+        self._server_predicted = chunk.predicted_n
+        return chunk.predicted_n - previous
 
     def _half_close(self) -> bool:
         """Send our FIN while still reading: the server learns of the hang-up at once and stops
@@ -216,7 +207,7 @@ class StreamCall:
         await self._response.close()
 
 
-async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[StreamChunk]:
+async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[ChunkReading]:
     """Chat-completion chunks from an SSE body; `[DONE]` ends it; an error event raises.
 
     Reads the body's bytes and splits the lines itself: the SDK's `iter_lines` decodes every
@@ -249,14 +240,14 @@ async def parse_sse(response: Any, endpoint: str) -> AsyncIterator[StreamChunk]:
         yield _chunk(data, endpoint)  # the body ended without a final line break
 
 
-def _chunk(data: bytes, endpoint: str) -> StreamChunk:
+def _chunk(data: bytes, endpoint: str) -> ChunkReading:
     try:
-        chunk = StreamChunk.model_validate_json(data)
+        chunk = read_chunk(data)
     except ValidationError:
         text = data[:200].decode("utf-8", errors="replace")
         raise EndpointError(endpoint, f"malformed stream event: {text!r}") from None
     if chunk.error is not None:
-        raise EndpointError(endpoint, f"error event in the stream: {chunk.error.message}")
+        raise EndpointError(endpoint, f"error event in the stream: {chunk.error}")
     return chunk
 
 

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from foldem.core.chat_stream import StreamChunk
+from foldem.core.chat_stream import ChunkReading
 from foldem.core.errors import EndpointError
 from tasks.endpoints.stream_call import parse_sse
 from validators.base import MAX_STEP_CHARS, ProblemContext, Validator, Verdict
@@ -251,8 +251,8 @@ sse_lines = st.one_of(
 )
 
 
-async def _parse(lines: list[str]) -> tuple[list[StreamChunk], EndpointError | None]:
-    out: list[StreamChunk] = []
+async def _parse(lines: list[str]) -> tuple[list[ChunkReading], EndpointError | None]:
+    out: list[ChunkReading] = []
     try:
         async for chunk in parse_sse(FakeResponse(lines), "fuzz"):
             out.append(chunk)
@@ -263,7 +263,7 @@ async def _parse(lines: list[str]) -> tuple[list[StreamChunk], EndpointError | N
 
 def _check_parser(lines: list[str]) -> None:
     chunks, error = asyncio.run(_parse(lines))
-    assert all(isinstance(c, StreamChunk) for c in chunks)
+    assert all(isinstance(c, ChunkReading) for c in chunks)
     # The lines as SSE reads them: LF, CRLF and a lone CR each end a line.
     wire = re.split(rb"\r\n|\r|\n", "".join(x + "\n" for x in lines).encode())
     data = [x for x in wire if x.startswith(b"data:")]
@@ -298,12 +298,7 @@ def test_well_formed_hostile_content_arrives_intact(parts: list[str]) -> None:
     lines = [_chunk_line(p, i + 1) for i, p in enumerate(parts)] + ["data: [DONE]"]
     chunks, error = asyncio.run(_parse(lines))
     assert error is None
-    texts: list[str] = []
-    for c in chunks:
-        delta = c.choices[0].delta
-        assert delta is not None
-        texts.append(delta.content or "")
-    assert "".join(texts) == "".join(parts)
+    assert "".join(c.text for c in chunks) == "".join(parts)
 
 
 def test_a_lone_surrogate_escape_ends_the_call_with_a_clear_error() -> None:

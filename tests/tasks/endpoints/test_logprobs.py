@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from foldem.core.chat_stream import StreamChunk
+from foldem.core.chat_stream import ChunkReading, read_chunk
 from foldem.core.errors import EndpointError
 from foldem.replay.launcher import ReplayServer
 from foldem.spec.job import JobSpec, parse_job
@@ -32,14 +32,14 @@ from validators.base import ProblemContext
 SOLUTION = ["Two", " plus", " two", " is", " 2 + 2 = 4.\n", "#### 4\n"]
 
 
-def chunk(content: str, logprobs: Any) -> StreamChunk:
+def chunk(content: str, logprobs: Any) -> ChunkReading:
     choice: dict[str, Any] = {"index": 0, "delta": {"content": content}}
     if logprobs is not None:
         choice["logprobs"] = logprobs
-    return StreamChunk.model_validate_json(json.dumps({"id": "c", "choices": [choice]}))
+    return read_chunk(json.dumps({"id": "c", "choices": [choice]}).encode())
 
 
-def consume(c: StreamChunk) -> Any:
+def consume(c: ChunkReading) -> Any:
     call = StreamCall(None, None, None, CallStats(), time.perf_counter(), 5.0, "t")  # type: ignore[arg-type]
     return call._consume(c)
 
