@@ -48,7 +48,7 @@ def evidence(db_url: str, run_id: str) -> dict[tuple[str, int], Any]:
 
 def run(tmp_path: Path, replay: ReplayServer, own_pg_url: str, run_id: str, *,
         in_flight: bool) -> dict[tuple[str, int], Any]:
-    job = job_dict(replay.base_url, limit=10, samples=4, name=f"ev-{run_id}",
+    job = job_dict(replay.base_url, limit=6, samples=4, name=f"ev-{run_id}",
                    validators=VALIDATORS)
     job["in_flight"] = in_flight
     job["replay"]["tokens_per_second"] = PACE * 4

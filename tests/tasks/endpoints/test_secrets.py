@@ -172,6 +172,7 @@ async def test_key_from_a_secret_block_inside_an_event_loop(prefect_api: None,
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # ~50 s (a Prefect home of its own); blocks resolve in the two tests above
 def test_a_run_takes_its_key_from_a_secret_block(keyed: FakeEndpoint, canary: str,
                                                  tmp_path: Path) -> None:
     """The whole path: the block saved in the Prefect home the run uses, the job naming it,

@@ -223,6 +223,7 @@ def test_two_workers_share_one_run(env: dict[str, str], pg_url: str, replay: Rep
            shards_by_flow_run=sorted(split.values()), wall_s=round(wall, 1))
 
 
+@pytest.mark.slow  # ~55 s; a SIGKILLed holder is also covered by test_claims and test_crash_resume
 def test_worker_killed_half_way_then_run_again_finishes_once(
         env: dict[str, str], pg_url: str, replay: ReplayServer, tmp_path: Path) -> None:
     run_id = f"worker-kill-{uuid.uuid4().hex[:8]}"
