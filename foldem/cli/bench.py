@@ -1,5 +1,8 @@
-"""`foldem bench validators`: stream recorded traces through the checkpoints and the policy and
-report how often each validator fires, where, and how fast (tasks/bench/validator_bench.py)."""
+"""`foldem bench`: `validators` streams recorded traces through the checkpoints and the policy and
+reports how often each validator fires, where, and how fast (tasks/bench/validator_bench.py);
+`replay` runs the real path twice over recorded traces. `calibrate` (foldem/cli/calibrate.py),
+`live` (foldem/cli/bench_live.py) and `client` (foldem/cli/bench_client.py) register their own
+subcommands."""
 
 from __future__ import annotations
 
@@ -8,8 +11,10 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from foldem.cli.bench_client import register_client
+from foldem.cli.bench_live import register_live
 from foldem.core.errors import ConfigError
-from foldem.replay.cli import add_judge_noise_args, pace_arg, share_arg
+from foldem.replay.cli import add_judge_noise_args, pace_arg, positive_arg, share_arg
 
 if TYPE_CHECKING:  # the measuring module is imported only when the command runs
     from foldem.spec.endpoints import Prices
@@ -26,16 +31,6 @@ def _fractions(text: str) -> list[float]:
     if not values or any(not 0 < v < 1 for v in values):
         raise argparse.ArgumentTypeError("fractions lie strictly between 0 and 1, e.g. 0.5")
     return sorted(set(values))
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _names(text: str) -> list[str]:
@@ -178,28 +173,6 @@ def cmd_bench_replay(args: argparse.Namespace) -> int:
     return 0 if s["kept_equal_to_posthoc"] and s["server_tokens_match"] else 1
 
 
-def cmd_bench_live(args: argparse.Namespace) -> int:
-    from tasks.bench.live_bench import BenchLiveSettings, run_bench_live
-
-    settings = BenchLiveSettings(
-        out_dir=Path(args.out), prompts=args.prompts, samples=args.samples, mode=args.mode,
-        slots=args.slots, threads=args.threads, max_tokens=args.max_tokens,
-        job_path=Path(args.job) if args.job else None)
-    s = run_bench_live(settings)
-    a = s["tokens_after_abort"]
-    print(f"{s['samples']} samples, {s['mode']} mode: tokens {s['tokens_full']:,} "
-          f"generate-then-filter, {s['tokens_msifr']:,} in flight "
-          f"({(s['token_reduction'] or 0):.1%} fewer); server {s['server_tokens_full']:,} / "
-          f"{s['server_tokens_msifr']:,}; after the hang-up {a['total']} over "
-          f"{a['aborted_calls']} aborted calls ("
-          + (f"max {a['max']} per call" if a["max"] is not None else "in all") +
-          f"); ledger + after-abort = server: "
-          f"{s['ledger_equals_server']}; kept equal to post-hoc: {s['kept_equal_to_posthoc']}; "
-          f"{s['elapsed_seconds']} s")
-    print(f"summary, runs and report written to {args.out}")
-    return 0 if s["kept_equal_to_posthoc"] and s["ledger_equals_server"] else 1
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `bench validators`, `bench replay` and `bench live` to the foldem command."""
     bench = subparsers.add_parser("bench", help="measure parts of foldem on recorded traces")
@@ -226,7 +199,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="also cut at these fractions of the expected length (paper: 0.5)")
     val.add_argument("--no-every-step", dest="every_step", action="store_false",
                      help="no checkpoint at step boundaries (with --fractions)")
-    val.add_argument("--tokens-per-push", type=_positive, default=1, metavar="N",
+    val.add_argument("--tokens-per-push", type=positive_arg, default=1, metavar="N",
                      help="tokens per chunk pushed to the splitter (default 1, as streamed)")
     val.add_argument("--leave-one-out", action="store_true",
                      help="also measure each file held out: tunable thresholds chosen on the "
@@ -257,14 +230,14 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
     rep.add_argument("--job", metavar="JOB.yaml", help="job spec whose solve stage is measured "
                      "(default: the default validator set, built in code)")
     rep.add_argument("--out", required=True, metavar="DIR", help="where the figures go")
-    rep.add_argument("--concurrency", type=_positive, default=DEFAULT_CONCURRENCY,
+    rep.add_argument("--concurrency", type=positive_arg, default=DEFAULT_CONCURRENCY,
                      help=f"concurrent streams (default {DEFAULT_CONCURRENCY})")
     rep.add_argument("--tokens-per-second", type=pace_arg, default=DEFAULT_TOKENS_PER_SECOND,
                      metavar="R", help="replay pace per stream, 0 = unpaced (default "
                      f"{DEFAULT_TOKENS_PER_SECOND:g}; unpaced, the whole recording is sent before "
                      "its first step is judged: that measures speed, not savings)")
     rep.add_argument("--faults", metavar="SPEC", help="inject endpoint faults (replay --faults)")
-    rep.add_argument("--agreement-k", type=_positive, default=DEFAULT_AGREEMENT_K, metavar="K",
+    rep.add_argument("--agreement-k", type=positive_arg, default=DEFAULT_AGREEMENT_K, metavar="K",
                      help="agreement early exit: stop a prompt's samples once K agree "
                      f"(default {DEFAULT_AGREEMENT_K})")
     rep.add_argument("--no-early-exit", dest="early_exit", action="store_false",
@@ -279,37 +252,5 @@ def _register_replay(group: argparse._SubParsersAction) -> None:
                      "sample")
     add_judge_noise_args(rep)
     rep.set_defaults(func=cmd_bench_replay)
-    _register_live(group)
-
-
-def _register_live(group: argparse._SubParsersAction) -> None:
-    from tasks.bench.live_bench import DEFAULT_MAX_TOKENS, DEFAULT_PROMPTS, DEFAULT_SLOTS
-
-    live = group.add_parser(
-        "live", help="in flight vs generate-then-filter against llama.cpp on this CPU",
-        description="Run the same GSM8K test prompts against llama.cpp's server on the bundled "
-        "SmolLM2-135M-Instruct twice, in flight and generated in full then filtered, through "
-        "the real path (ledger in Postgres), and check the ledger against the server's own "
-        "token counters. Writes summary.json, runs.json, report.md and charts to --out.")
-    live.add_argument("--out", required=True, metavar="DIR", help="where the figures go")
-    live.add_argument("--prompts", type=_positive, default=DEFAULT_PROMPTS, metavar="N",
-                      help=f"GSM8K test prompts (default {DEFAULT_PROMPTS})")
-    live.add_argument("--samples", type=_positive, default=1, metavar="K",
-                      help="samples per prompt, seeded by their index (default 1)")
-    live.add_argument("--mode", choices=("exact", "parallel"), default="exact",
-                      help="exact: one slot, no prompt-cache reuse, reproducible texts, the "
-                      "server's count per call; parallel: --slots slots, batched (default exact)")
-    live.add_argument("--slots", type=_positive, default=DEFAULT_SLOTS, metavar="N",
-                      help=f"server slots and client streams in parallel mode (default "
-                      f"{DEFAULT_SLOTS})")
-    live.add_argument("--threads", type=_positive, default=1, metavar="N",
-                      help="server CPU threads (default 1: the client shares the cores)")
-    live.add_argument("--max-tokens", type=_positive, default=DEFAULT_MAX_TOKENS, metavar="N",
-                      help=f"completion cap per sample (default {DEFAULT_MAX_TOKENS})")
-    live.add_argument("--job", metavar="JOB.yaml", help="measure this job's solve stage "
-                      "(e.g. examples/live-gsm8k.yaml; early exit off) instead of the built-in "
-                      "one (the default validator set)")
-    live.set_defaults(func=cmd_bench_live)
-    from foldem.cli.bench_client import register_client
-
+    register_live(group)
     register_client(group)

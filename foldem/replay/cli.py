@@ -35,6 +35,17 @@ def pace_arg(text: str) -> float:
     return value
 
 
+def positive_arg(text: str) -> int:
+    """A whole number of at least 1 (a command-line argument type)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def share_arg(text: str) -> float:
     """A probability: a number in [0, 1]."""
     try:
